@@ -1,0 +1,30 @@
+# Two commands do everything (see README.md):
+#   make run    - set up, then execute every notebook in $WORKBOOK_PROFILE and render the deliverables
+#   make test   - set up, then run the pytest unit tests and nbval over every notebook (smoke profile)
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup run test benchmark clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): environment.yml pyproject.toml tools/env_requirements.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) tools/env_requirements.py environment.yml > $(VENV)/requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r $(VENV)/requirements.txt
+	touch $(STAMP)
+
+run: setup
+	$(PY) -m helpers.render
+
+test: setup
+	$(PY) -m pytest tests
+	WORKBOOK_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider notebooks
+
+benchmark: setup
+	$(PY) benchmarks/train_throughput.py
+
+clean-venv:
+	rm -rf $(VENV)

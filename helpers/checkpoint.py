@@ -1,0 +1,77 @@
+"""Checkpoints: written atomically, loaded with ``weights_only=True``, checked against the run's config.
+
+A checkpoint is a plain dict of tensors and JSON-like values, so ``torch.load(weights_only=True)``
+can read it without unpickling arbitrary code. Writing goes to a temporary file in the same folder
+followed by ``os.replace``, so an interrupted save never leaves a half-written checkpoint behind.
+"""
+import json
+import os
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or belongs to another model or config."""
+
+
+def normalise(config: dict) -> dict:
+    """The JSON form of a config (tuples become lists), so saved and fresh configs compare equal."""
+    return json.loads(json.dumps(config))
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """``torch.save`` to a temporary file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: Path, device="cpu") -> dict:
+    """Read a checkpoint with ``weights_only=True``; a clear error when it is missing or damaged."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}: train the model first (run the training cell).")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(error).__name__}: {error}). "
+            "Delete it and train again."
+        ) from None
+
+
+def config_differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """Human-readable list of the keys where two (nested) configs differ."""
+    lines = []
+    for key in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(key, "<missing>"), wanted.get(key, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            lines.append(f"{prefix}{key}: checkpoint has {a!r}, this run asks for {b!r}")
+    return lines
+
+
+def check_config(checkpoint: dict, config: dict, path: Path) -> None:
+    """Raise `CheckpointError` when a checkpoint was made with another config."""
+    differences = config_differences(checkpoint.get("config", {}), normalise(config))
+    if differences:
+        raise CheckpointError(
+            f"{path} was made with a different configuration:\n  " + "\n  ".join(differences)
+            + "\nUse another checkpoint folder, delete this one, or pass retrain=True to start over."
+        )
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict, path: Path) -> None:
+    """``load_state_dict`` that explains an architecture mismatch instead of dumping torch's trace."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0:3]
+        raise CheckpointError(
+            f"{path} does not fit this {type(model).__name__}: its weights are for another architecture "
+            f"({' '.join(s.strip() for s in first)}). Build the model with the config stored in the checkpoint."
+        ) from None

@@ -1,0 +1,91 @@
+"""The UNet of the course figure (Part B), built from its named operations.
+
+    Conv       3x3 conv, stride 1        + BatchNorm + GELU   (keeps resolution)
+    DownConv   3x3 conv, stride 2        + BatchNorm + GELU   (halves resolution)
+    UpConv     4x4 transposed, stride 2  + BatchNorm + GELU   (doubles resolution)
+    Flatten    average pool of the s x s bottleneck to 1 x 1, then GELU
+    Unflatten  s x s transposed conv from 1 x 1 back to s x s + BatchNorm + GELU
+    Concat     channel-wise concatenation of a skip connection
+
+With input size H (28 in the course, 32 for the homework's MNIST) the bottleneck is s = H / 4.
+"""
+import torch
+from torch import nn
+
+
+def conv(c_in, c_out):
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1), nn.BatchNorm2d(c_out), nn.GELU())
+
+
+def down_conv(c_in, c_out):
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 2, 1), nn.BatchNorm2d(c_out), nn.GELU())
+
+
+def up_conv(c_in, c_out):
+    return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.GELU())
+
+
+def conv_block(c_in, c_out):
+    """ConvBlock: Conv, Conv."""
+    return nn.Sequential(conv(c_in, c_out), conv(c_out, c_out))
+
+
+def down_block(c_in, c_out):
+    """DownBlock: DownConv, ConvBlock."""
+    return nn.Sequential(down_conv(c_in, c_out), conv_block(c_out, c_out))
+
+
+def up_block(c_in, c_out):
+    """UpBlock: UpConv, ConvBlock."""
+    return nn.Sequential(up_conv(c_in, c_out), conv_block(c_out, c_out))
+
+
+class CourseUNet(nn.Module):
+    """Unconditional UNet of the course figure: ``x [B, C, H, H] -> [B, C, H, H]`` (H divisible by 4)."""
+
+    def __init__(self, in_channels: int = 1, hidden: int = 128, image_size: int = 28):
+        super().__init__()
+        if image_size % 4:
+            raise ValueError(f"image_size must be divisible by 4 (two downsamplings), got {image_size}")
+        self.config = dict(name="CourseUNet", in_channels=in_channels, hidden=hidden, image_size=image_size)
+        d, s = hidden, image_size // 4
+        self.image_size, self.in_channels = image_size, in_channels
+        self.conv_in = conv_block(in_channels, d)
+        self.down1 = down_block(d, d)
+        self.down2 = down_block(d, 2 * d)
+        self.flatten = nn.Sequential(nn.AvgPool2d(s), nn.GELU())
+        self.unflatten = nn.Sequential(nn.ConvTranspose2d(2 * d, 2 * d, s, s), nn.BatchNorm2d(2 * d), nn.GELU())
+        self.up1 = up_block(4 * d, d)
+        self.up2 = up_block(2 * d, d)
+        self.conv_out = conv_block(2 * d, d)
+        self.head = nn.Conv2d(d, in_channels, 3, 1, 1)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Clear error for a batch of the wrong shape (before torch fails deep inside a conv)."""
+        want = (self.in_channels, self.image_size, self.image_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != want:
+            raise ValueError(
+                f"{type(self).__name__} expects images of shape [B, {want[0]}, {want[1]}, {want[2]}], "
+                f"got {list(x.shape)}. Add a batch dimension with x[None] or resize to {want[1]} x {want[2]}."
+            )
+
+    def encode(self, x):
+        """Encoder half: returns the skip tensors and the unflattened bottleneck."""
+        self.check_input(x)
+        h0 = self.conv_in(x)
+        h1 = self.down1(h0)
+        h2 = self.down2(h1)
+        return (h0, h1, h2), self.unflatten(self.flatten(h2))
+
+    def decode(self, skips, bottleneck, modulate_up1=None):
+        """Decoder half; `modulate_up1` (if given) transforms the first UpBlock's output."""
+        h0, h1, h2 = skips
+        u1 = self.up1(torch.cat([bottleneck, h2], dim=1))
+        if modulate_up1 is not None:
+            u1 = modulate_up1(u1)
+        u2 = self.up2(torch.cat([u1, h1], dim=1))
+        return self.head(self.conv_out(torch.cat([u2, h0], dim=1)))
+
+    def forward(self, x):
+        skips, bottleneck = self.encode(x)
+        return self.decode(skips, bottleneck)

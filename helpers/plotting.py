@@ -1,0 +1,60 @@
+"""Figures: image grids, labelled image tables and loss curves, each titled with the active profile."""
+import matplotlib.pyplot as plt
+import torch
+import torchvision
+
+from .profile import tag
+
+
+def _as_display(images: torch.Tensor, value_range) -> torch.Tensor:
+    low, high = value_range
+    return ((images.detach().float().cpu() - low) / (high - low)).clamp(0, 1)
+
+
+def show_grid(images: torch.Tensor, title: str, nrow: int = 8, value_range=(-1.0, 1.0), ax=None, size: float = 0.9):
+    """Draw `images` [N, C, H, W] as one grid (torchvision.utils.make_grid), titled with the profile."""
+    grid = torchvision.utils.make_grid(_as_display(images, value_range), nrow=nrow, padding=2, pad_value=1.0)
+    if ax is None:
+        rows = (len(images) + nrow - 1) // nrow
+        _, ax = plt.subplots(figsize=(size * nrow, size * rows + 0.6))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_title(f"{title} {tag()}")
+    ax.axis("off")
+    return ax
+
+
+def show_table(rows, title: str, row_labels=(), col_labels=(), value_range=(-1.0, 1.0), size: float = 1.1):
+    """Draw a table of single images: `rows` is a list of tensors [N, C, H, W], one tensor per row."""
+    n_rows, n_cols = len(rows), len(rows[0])
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols + 1.0, size * n_rows + 0.5), squeeze=False)
+    for i, row in enumerate(rows):
+        for j, image in enumerate(_as_display(row, value_range)):
+            ax = axes[i][j]
+            ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0 and j < len(col_labels):
+                ax.set_title(col_labels[j], fontsize=9)
+            if j == 0 and i < len(row_labels):
+                ax.set_ylabel(row_labels[i], fontsize=9, rotation=0, ha="right", va="center")
+    fig.suptitle(f"{title} {tag()}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_losses(curves: dict, title: str, log: bool = True, iterations_per_epoch: int | None = None):
+    """Plot per-iteration loss curves (`curves`: label -> list of losses) on one axis."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for label, history in curves.items():
+        ax.plot(history, label=label, linewidth=0.8)
+    if iterations_per_epoch:
+        for k in range(iterations_per_epoch, max(len(h) for h in curves.values()), iterations_per_epoch):
+            ax.axvline(k, color="0.85", linewidth=0.6, zorder=0)
+    ax.set_xlabel("iteration" + (" (grey lines: epochs)" if iterations_per_epoch else ""))
+    ax.set_ylabel("training loss (MSE)")
+    if log:
+        ax.set_yscale("log")
+    if len(curves) > 1:
+        ax.legend()
+    ax.set_title(f"{title} {tag()}")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,54 @@
+"""The one runtime switch: `WORKBOOK_PROFILE` picks the budgets of every notebook.
+
+- ``smoke``: just enough to execute every cell quickly (nbval on a 2-core CPU); figures are not meaningful.
+- ``cpu``:   real, recognisable results on a 2-core laptop in minutes.
+- ``full``:  the assignment's hyperparameters, meant for a GPU.
+
+Unset, the profile is ``full`` when CUDA is available and ``cpu`` otherwise. This module is the only
+place that reads the variable; every notebook asks it for its settings and names the profile in
+every figure title.
+"""
+import os
+from types import SimpleNamespace
+
+import torch
+
+PROFILES = ("smoke", "cpu", "full")
+
+# Per-notebook budgets. A key missing from a profile falls back to the ``full`` value.
+SETTINGS = {
+    "one_step_denoiser": {
+        "full": dict(hidden=128, batch_size=256, lr=1e-4, epochs=5, train_images=60_000, sigma=0.5,
+                     snapshot_epochs=(1, 5)),
+        "cpu": dict(hidden=32, lr=1e-3, epochs=5, train_images=12_000, snapshot_epochs=(1, 5)),
+        "smoke": dict(hidden=8, lr=1e-3, epochs=2, train_images=512, snapshot_epochs=(1, 2)),
+    },
+}
+
+
+def current_profile() -> str:
+    """Return the active profile name, validating `WORKBOOK_PROFILE` when it is set."""
+    name = os.environ.get("WORKBOOK_PROFILE", "").strip().lower()
+    if not name:
+        return "full" if torch.cuda.is_available() else "cpu"
+    if name not in PROFILES:
+        raise ValueError(
+            f"WORKBOOK_PROFILE={name!r} is not a profile; use one of {', '.join(PROFILES)} "
+            "(or unset it to choose automatically)."
+        )
+    return name
+
+
+def settings(section: str, profile: str | None = None) -> SimpleNamespace:
+    """Budgets of one notebook section for `profile` (default: the active one), with ``.profile`` set."""
+    if section not in SETTINGS:
+        raise KeyError(f"no settings for {section!r}; known sections: {', '.join(SETTINGS)}")
+    profile = profile or current_profile()
+    values = dict(SETTINGS[section]["full"])
+    values.update(SETTINGS[section].get(profile, {}))
+    return SimpleNamespace(profile=profile, **values)
+
+
+def tag(profile: str | None = None) -> str:
+    """The label every figure carries, e.g. ``[profile: cpu]``."""
+    return f"[profile: {profile or current_profile()}]"

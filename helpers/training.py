@@ -1,0 +1,116 @@
+"""The training loop every notebook shares: progress bar, loss history, atomic checkpoints, resume.
+
+``train`` runs ``loss_fn(model, batch)`` with Adam over shuffled minibatches of in-memory tensors.
+After every epoch it writes ``last.pt`` (model, optimizer, scheduler, loss history, epoch) atomically;
+run the same cell again after an interruption (a Colab disconnect, a KeyboardInterrupt) and it resumes
+from that checkpoint. Shuffling and the loss's random draws are seeded per epoch from (seed, epoch),
+so an interrupted-and-resumed run ends with the same weights as an uninterrupted one (on the CPU).
+A finished checkpoint with the same config is loaded instead of retraining.
+"""
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one run; a checkpoint made with other values is refused."""
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int = 0
+    lr_decay: float | None = None  # ExponentialLR factor per epoch; None = constant rate
+    grad_clip: float | None = None  # max global gradient norm; None = no clipping
+    snapshot_epochs: tuple = ()     # epochs whose weights are kept as epoch_XXX.pt (for figures)
+
+
+@dataclass
+class TrainResult:
+    history: list = field(default_factory=list)  # loss of every iteration, in order
+    epochs_done: int = 0
+    resumed_from: int = 0  # epoch the run resumed from (0 = fresh start)
+    run_dir: Path | None = None
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+def snapshot_path(run_dir: Path, epoch: int) -> Path:
+    return Path(run_dir) / f"epoch_{epoch:03d}.pt"
+
+
+def train(model: torch.nn.Module, loss_fn: Callable, data: tuple, config: TrainConfig, run_dir,
+          device=None, retrain: bool = False, progress: bool = True) -> TrainResult:
+    """Train `model` on the tensors in `data` (split into minibatches along dim 0) and checkpoint each epoch.
+
+    `loss_fn(model, batch)` returns a scalar loss, where `batch` is the tuple of minibatch tensors.
+    `run_dir` holds ``last.pt`` and the ``epoch_XXX.pt`` snapshots. With ``retrain=True`` an existing
+    checkpoint is ignored (and overwritten as training proceeds).
+    """
+    run_dir = Path(run_dir)
+    device = torch.device(device or next(model.parameters()).device)
+    model.to(device)
+    full_config = ckpt.normalise({"model": model.config, "train": asdict(config)})
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, config.lr_decay) if config.lr_decay else None
+    result = TrainResult(run_dir=run_dir)
+
+    last = run_dir / "last.pt"
+    if last.exists() and not retrain:
+        state = ckpt.load(last, device)
+        ckpt.check_config(state, full_config, last)
+        ckpt.load_weights(model, state["model"], last)
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        result.history = list(state["history"])
+        result.epochs_done = result.resumed_from = state["epoch"]
+
+    n = data[0].shape[0]
+    data = tuple(t.to(device) for t in data)
+    steps = (n + config.batch_size - 1) // config.batch_size
+    for epoch in range(result.epochs_done + 1, config.epochs + 1):
+        model.train()
+        torch.manual_seed(_epoch_seed(config.seed, epoch))
+        order = torch.randperm(n).to(device)
+        bar = tqdm(range(steps), desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
+        for step in bar:
+            index = order[step * config.batch_size:(step + 1) * config.batch_size]
+            loss = loss_fn(model, tuple(t[index] for t in data))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            result.history.append(loss.item())
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{result.history[-1]:.4f}")
+        if scheduler is not None:
+            scheduler.step()
+        result.epochs_done = epoch
+        if epoch in config.snapshot_epochs:
+            ckpt.save_atomic({"config": full_config, "epoch": epoch, "model": model.state_dict()},
+                             snapshot_path(run_dir, epoch))
+        ckpt.save_atomic({
+            "config": full_config, "epoch": epoch, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "history": result.history,
+        }, last)
+    model.eval()
+    return result
+
+
+def load_snapshot(model: torch.nn.Module, run_dir, epoch: int) -> torch.nn.Module:
+    """Load the weights saved after `epoch` into `model` (in eval mode) and return it."""
+    path = snapshot_path(run_dir, epoch)
+    state = ckpt.load(path, next(model.parameters()).device)
+    ckpt.check_config({"config": state["config"]["model"]}, model.config, path)
+    ckpt.load_weights(model, state["model"], path)
+    return model.eval()
