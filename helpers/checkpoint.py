@@ -75,3 +75,11 @@ def load_weights(model: torch.nn.Module, state_dict: dict, path: Path) -> None:
             f"{path} does not fit this {type(model).__name__}: its weights are for another architecture "
             f"({' '.join(s.strip() for s in first)}). Build the model with the config stored in the checkpoint."
         ) from None
+
+
+CHECKPOINT_ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def run_dir(name: str, profile: str) -> Path:
+    """Folder of one training run: ``checkpoints/<profile>/<name>/``."""
+    return CHECKPOINT_ROOT / profile / name

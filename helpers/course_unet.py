@@ -89,3 +89,40 @@ class CourseUNet(nn.Module):
     def forward(self, x):
         skips, bottleneck = self.encode(x)
         return self.decode(skips, bottleneck)
+
+
+def fc_block(f_in, f_out):
+    """FCBlock of the course figure: Linear, GELU, Linear."""
+    return nn.Sequential(nn.Linear(f_in, f_out), nn.GELU(), nn.Linear(f_out, f_out))
+
+
+class ConditionalCourseUNet(CourseUNet):
+    """The course UNet conditioned on time t in [0, 1] and, optionally, on a class label.
+
+    Two FCBlocks embed t, two more embed the one-hot class vector c, and they modulate the decoder:
+
+        unflatten = c1 * unflatten + t1        up1 = c2 * up1 + t2
+
+    A time-only model uses c1 = c2 = 1. Labels are long tensors; the label ``num_classes`` is the
+    null class of classifier-free guidance, whose one-hot vector is all zeros.
+    """
+
+    def __init__(self, in_channels: int = 1, hidden: int = 64, image_size: int = 32, num_classes: int = 0):
+        super().__init__(in_channels, hidden, image_size)
+        self.config.update(name="ConditionalCourseUNet", num_classes=num_classes)
+        self.num_classes = num_classes
+        self.fc1_t, self.fc2_t = fc_block(1, 2 * hidden), fc_block(1, hidden)
+        if num_classes:
+            self.fc1_c, self.fc2_c = fc_block(num_classes, 2 * hidden), fc_block(num_classes, hidden)
+
+    def forward(self, x, t, labels=None):
+        skips, bottleneck = self.encode(x)
+        t = t.reshape(-1, 1).to(x.dtype).expand(x.shape[0], 1)
+        t1, t2 = self.fc1_t(t)[:, :, None, None], self.fc2_t(t)[:, :, None, None]
+        c1 = c2 = 1.0
+        if self.num_classes:
+            if labels is None:
+                raise ValueError("this model is class-conditioned: pass labels (use num_classes for 'no class')")
+            one_hot = nn.functional.one_hot(labels, self.num_classes + 1)[:, :self.num_classes].to(x.dtype)
+            c1, c2 = self.fc1_c(one_hot)[:, :, None, None], self.fc2_c(one_hot)[:, :, None, None]
+        return self.decode(skips, c1 * bottleneck + t1, modulate_up1=lambda up1: c2 * up1 + t2)

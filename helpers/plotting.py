@@ -24,8 +24,10 @@ def show_grid(images: torch.Tensor, title: str, nrow: int = 8, value_range=(-1.0
 
 
 def show_table(rows, title: str, row_labels=(), col_labels=(), value_range=(-1.0, 1.0), size: float = 1.1):
-    """Draw a table of single images: `rows` is a list of tensors [N, C, H, W], one tensor per row."""
-    n_rows, n_cols = len(rows), len(rows[0])
+    """Draw a table of single images: `rows` is a list of tensors [N, C, H, W], one tensor per row.
+
+    Rows may differ in length; the cells past a short row's end stay empty."""
+    n_rows, n_cols = len(rows), max(len(row) for row in rows)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols + 1.0, size * n_rows + 0.5), squeeze=False)
     for i, row in enumerate(rows):
         for j, image in enumerate(_as_display(row, value_range)):
@@ -36,6 +38,8 @@ def show_table(rows, title: str, row_labels=(), col_labels=(), value_range=(-1.0
                 ax.set_title(col_labels[j], fontsize=9)
             if j == 0 and i < len(row_labels):
                 ax.set_ylabel(row_labels[i], fontsize=9, rotation=0, ha="right", va="center")
+        for j in range(len(row), n_cols):
+            axes[i][j].axis("off")
     fig.suptitle(f"{title} {tag()}")
     fig.tight_layout()
     return fig

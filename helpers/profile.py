@@ -6,7 +6,8 @@
 
 Unset, the profile is ``full`` when CUDA is available and ``cpu`` otherwise. This module is the only
 place that reads the variable; every notebook asks it for its settings and names the profile in
-every figure title.
+every figure title. `WORKBOOK_RETRAIN=1` asks every notebook to train again instead of loading
+a finished checkpoint.
 """
 import os
 from types import SimpleNamespace
@@ -37,6 +38,11 @@ def current_profile() -> str:
             "(or unset it to choose automatically)."
         )
     return name
+
+
+def retrain_requested() -> bool:
+    """True when `WORKBOOK_RETRAIN` is set to 1/true/yes: notebooks then ignore finished checkpoints."""
+    return os.environ.get("WORKBOOK_RETRAIN", "").strip().lower() in ("1", "true", "yes")
 
 
 def settings(section: str, profile: str | None = None) -> SimpleNamespace:

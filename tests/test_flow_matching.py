@@ -1,0 +1,127 @@
+"""FlowMatching: the loss's interpolation and target, CFG, and the samplers on velocities known exactly."""
+import pytest
+import torch
+
+from helpers.attention_unet import AttentionUNet, sinusoidal_embedding
+from helpers.course_unet import ConditionalCourseUNet
+from helpers.flow_matching import FlowMatching
+
+
+class Recorder(torch.nn.Module):
+    """Returns zeros and remembers its inputs."""
+
+    def forward(self, x, t, labels=None):
+        self.seen = (x, t, labels)
+        return torch.zeros_like(x)
+
+
+def test_loss_builds_the_straight_path_and_its_velocity():
+    model = Recorder()
+    x0 = torch.randn(6, 1, 4, 4)
+    torch.manual_seed(0)
+    loss = FlowMatching(model).loss(x0)
+    torch.manual_seed(0)
+    x1, t = torch.randn_like(x0), torch.rand(6)
+    x_t, seen_t, _ = model.seen
+    assert torch.allclose(seen_t, t)
+    assert torch.allclose(x_t, (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * x1)
+    assert torch.allclose(loss, ((x1 - x0) ** 2).mean())  # the model predicted zero velocity
+
+
+def test_class_dropout_uses_the_null_label():
+    model = Recorder()
+    fm = FlowMatching(model, num_classes=10, p_uncond=0.1)
+    torch.manual_seed(0)
+    fm.loss(torch.randn(10_000, 1, 1, 1), torch.zeros(10_000, dtype=torch.long))
+    dropped = (model.seen[2] == 10).float().mean().item()
+    assert 0.09 < dropped < 0.11 and set(model.seen[2].unique().tolist()) == {0, 10}
+
+
+class PointMass(torch.nn.Module):
+    """Exact velocity when all data is one image x*: v(x, t) = (x - x*) / t."""
+
+    def __init__(self, target):
+        super().__init__()
+        self.target = target
+
+    def forward(self, x, t, labels=None):
+        return (x - self.target) / t.view(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("method", ["euler", "heun"])
+def test_samplers_land_on_a_single_data_point(method):
+    target = torch.randn(1, 1, 4, 4)
+    samples, trajectory = FlowMatching(PointMass(target)).sample(
+        torch.randn(3, 1, 4, 4), steps=7, method=method, return_trajectory=True)
+    assert trajectory.shape == (8, 3, 1, 4, 4)
+    assert torch.allclose(samples, target.expand(3, -1, -1, -1), atol=1e-5)
+
+
+class Gaussian(torch.nn.Module):
+    """Exact velocity for data ~ N(0, s^2): x_t = a x0 + t x1 with a = 1 - t, v = (t - a s^2) x / (a^2 s^2 + t^2)."""
+
+    def __init__(self, s):
+        super().__init__()
+        self.s = s
+
+    def forward(self, x, t, labels=None):
+        t = t.view(-1, 1, 1, 1)
+        a = 1 - t
+        return (t - a * self.s ** 2) * x / (a ** 2 * self.s ** 2 + t ** 2)
+
+
+def test_heun_is_more_accurate_than_euler_at_equal_steps():
+    s, x1 = 0.5, torch.randn(4096, 1, 1, 1, generator=torch.Generator().manual_seed(0))
+    exact = s * x1  # the exact flow map of this linear ODE sends x1 to s * x1
+    fm = FlowMatching(Gaussian(s))
+    euler = (fm.sample(x1, steps=8, method="euler") - exact).abs().max()
+    heun = (fm.sample(x1, steps=8, method="heun") - exact).abs().max()
+    assert heun < euler / 5
+
+
+class Labelled(torch.nn.Module):
+    """Velocity = label value (null label 10 -> 100), to check how CFG mixes the two."""
+
+    def forward(self, x, t, labels):
+        return torch.where(labels == 10, 100.0, labels.float()).view(-1, 1, 1, 1).expand_as(x).clone()
+
+
+def test_classifier_free_guidance_combination():
+    fm = FlowMatching(Labelled(), num_classes=10)
+    x, labels = torch.zeros(2, 1, 2, 2), torch.tensor([3, 7])
+    assert torch.equal(fm.velocity(x, 0.5, labels, guidance=1.0)[:, 0, 0, 0], torch.tensor([3.0, 7.0]))
+    assert torch.equal(fm.velocity(x, 0.5, labels, guidance=0.0)[:, 0, 0, 0], torch.tensor([100.0, 100.0]))
+    guided = fm.velocity(x, 0.5, labels, guidance=5.0)[:, 0, 0, 0]
+    assert torch.allclose(guided, 100 + 5 * (torch.tensor([3.0, 7.0]) - 100))
+
+
+def test_sample_is_reproducible_and_rejects_unknown_methods():
+    torch.manual_seed(0)
+    fm = FlowMatching(ConditionalCourseUNet(hidden=4, image_size=8, num_classes=10), num_classes=10)
+    x1, labels = torch.randn(2, 1, 8, 8), torch.tensor([1, 2])
+    assert torch.equal(fm.sample(x1, 3, labels, 5.0), fm.sample(x1, 3, labels, 5.0))
+    with pytest.raises(ValueError, match="'euler' or 'heun'"):
+        fm.sample(x1, 3, method="rk4")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ConditionalCourseUNet(hidden=8, image_size=32, num_classes=10),
+    lambda: AttentionUNet(hidden=8, image_size=32, num_classes=10),
+])
+def test_class_conditioned_unets(make):
+    torch.manual_seed(0)
+    model = make().eval()
+    x, t = torch.randn(2, 1, 32, 32), torch.rand(2)
+    out = model(x, t, torch.tensor([1, 10]))
+    assert out.shape == x.shape
+    assert not torch.allclose(out, model(x, t, torch.tensor([2, 10])))  # the label matters
+    with pytest.raises(ValueError, match="pass labels"):
+        model(x, t)
+
+
+def test_sinusoidal_embedding_is_log_spaced():
+    emb = sinusoidal_embedding(torch.tensor([0.0, 0.5]), 8)
+    assert emb.shape == (2, 8)
+    assert torch.equal(emb[0], torch.tensor([0.0] * 4 + [1.0] * 4))
+    assert torch.allclose(emb[1, 0], torch.sin(torch.tensor(0.5)))  # lowest frequency is 1
+    assert torch.allclose(emb[1, 3], torch.sin(torch.tensor(500.0)), atol=1e-4)  # highest is 1000

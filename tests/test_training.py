@@ -1,0 +1,107 @@
+"""The shared training loop: atomic checkpoints, exact resume, config and architecture checks."""
+import pytest
+import torch
+
+from helpers import checkpoint as ckpt
+from helpers.course_unet import CourseUNet
+from helpers.denoise import denoising_loss
+from helpers.training import TrainConfig, load_snapshot, train
+
+CONFIG = TrainConfig(epochs=3, batch_size=16, lr=1e-3, seed=7, lr_decay=0.9, snapshot_epochs=(1, 3))
+
+
+def tiny_data():
+    return (torch.rand(48, 1, 28, 28),)
+
+
+def loss(model, batch):
+    return denoising_loss(model, batch, sigma=0.5)
+
+
+def fresh_model():
+    torch.manual_seed(0)
+    return CourseUNet(hidden=4, image_size=28)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    data = tiny_data()
+    reference = fresh_model()
+    train(reference, loss, data, CONFIG, tmp_path / "reference", progress=False)
+
+    calls = {"n": 0}
+
+    def interrupted_loss(model, batch):  # dies in the middle of epoch 2, after epoch 1's checkpoint
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return loss(model, batch)
+
+    model = fresh_model()
+    with pytest.raises(KeyboardInterrupt):
+        train(model, interrupted_loss, data, CONFIG, tmp_path / "run", progress=False)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 1
+
+    resumed = fresh_model()
+    result = train(resumed, loss, data, CONFIG, tmp_path / "run", progress=False)
+    assert result.resumed_from == 1 and result.epochs_done == 3
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert len(result.history) == 3 * 3
+
+
+def test_finished_checkpoint_is_loaded_not_retrained(tmp_path):
+    model = fresh_model()
+    first = train(model, loss, tiny_data(), CONFIG, tmp_path, progress=False)
+    again = fresh_model()
+    second = train(again, lambda *_: pytest.fail("must not train again"), tiny_data(), CONFIG, tmp_path,
+                   progress=False)
+    assert second.history == first.history
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_snapshots_hold_the_weights_of_their_epoch(tmp_path):
+    model = fresh_model()
+    train(model, loss, tiny_data(), CONFIG, tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_001.pt", "epoch_003.pt", "last.pt"]
+    final = load_snapshot(fresh_model(), tmp_path, 3)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), final.state_dict().values()))
+
+
+def test_other_config_is_refused_with_the_difference(tmp_path):
+    train(fresh_model(), loss, tiny_data(), CONFIG, tmp_path, progress=False)
+    other = TrainConfig(epochs=3, batch_size=16, lr=1e-2, seed=7, lr_decay=0.9, snapshot_epochs=(1, 3))
+    with pytest.raises(ckpt.CheckpointError, match=r"train.lr: checkpoint has 0.001, this run asks for 0.01"):
+        train(fresh_model(), loss, tiny_data(), other, tmp_path, progress=False)
+    with pytest.raises(ckpt.CheckpointError, match="model.hidden"):
+        train(CourseUNet(hidden=6, image_size=28), loss, tiny_data(), CONFIG, tmp_path, progress=False)
+
+
+def test_architecture_mismatch_is_explained(tmp_path):
+    path = tmp_path / "w.pt"
+    ckpt.save_atomic({"model": CourseUNet(hidden=4).state_dict()}, path)
+    with pytest.raises(ckpt.CheckpointError, match="does not fit this CourseUNet"):
+        ckpt.load_weights(CourseUNet(hidden=8), ckpt.load(path)["model"], path)
+
+
+def test_missing_and_damaged_checkpoints(tmp_path):
+    with pytest.raises(ckpt.CheckpointError, match="no checkpoint at"):
+        ckpt.load(tmp_path / "absent.pt")
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"not a checkpoint")
+    with pytest.raises(ckpt.CheckpointError, match="not a readable checkpoint"):
+        ckpt.load(damaged)
+
+
+def test_atomic_save_leaves_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    ckpt.save_atomic({"epoch": 1}, path)
+
+    def broken_save(obj, f):
+        open(f, "wb").write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        ckpt.save_atomic({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert ckpt.load(path)["epoch"] == 1
