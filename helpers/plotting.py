@@ -62,3 +62,19 @@ def plot_losses(curves: dict, title: str, log: bool = True, iterations_per_epoch
     ax.set_title(f"{title} {tag()}")
     fig.tight_layout()
     return fig
+
+
+def show_grids(panels: dict, title: str, nrow: int = 8, value_range=(-1.0, 1.0), size: float = 0.45):
+    """Several image grids side by side (`panels`: subtitle -> images [N, C, H, W]), under one title."""
+    first = next(iter(panels.values()))
+    rows = (len(first) + nrow - 1) // nrow
+    fig, axes = plt.subplots(1, len(panels), figsize=(size * nrow * len(panels) + 0.5, size * rows + 0.9),
+                             squeeze=False)
+    for ax, (subtitle, images) in zip(axes[0], panels.items()):
+        grid = torchvision.utils.make_grid(_as_display(images, value_range), nrow=nrow, padding=2, pad_value=1.0)
+        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_title(subtitle, fontsize=10)
+        ax.axis("off")
+    fig.suptitle(f"{title} {tag()}")
+    fig.tight_layout()
+    return fig

@@ -62,9 +62,13 @@ def test_finished_checkpoint_is_loaded_not_retrained(tmp_path):
 def test_snapshots_hold_the_weights_of_their_epoch(tmp_path):
     model = fresh_model()
     train(model, loss, tiny_data(), CONFIG, tmp_path, progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_001.pt", "epoch_003.pt", "last.pt"]
-    final = load_snapshot(fresh_model(), tmp_path, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_001.pt", "last.pt"]
+    final = load_snapshot(fresh_model(), tmp_path, 3)  # the last epoch is last.pt itself
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), final.state_dict().values()))
+    first = torch.load(tmp_path / "epoch_001.pt", weights_only=True)
+    assert first["epoch"] == 1 and first["model"]["head.weight"].dtype == torch.float16
+    assert "optimizer" not in torch.load(tmp_path / "last.pt", weights_only=True)  # finished: weights only
+    load_snapshot(fresh_model(), tmp_path, 1)
 
 
 def test_other_config_is_refused_with_the_difference(tmp_path):

@@ -1,0 +1,54 @@
+"""A small MNIST classifier, trained in the project, used to measure generated samples.
+
+Input: 32 x 32 digits in [-1, 1]. Three conv stages (32, 64, 128 channels, each conv + BatchNorm + ReLU,
+the first two followed by 2 x 2 max-pooling), global average pooling to a 128-d feature vector, and a
+linear layer to 10 logits. `features` is the layer the Frechet distance of `helpers.metrics` uses.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import run_dir
+from .data import load_mnist
+from .profile import settings
+from .training import TrainConfig, train
+
+
+class DigitClassifier(nn.Module):
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.config = dict(name="DigitClassifier", width=width)
+
+        def stage(c_in, c_out):
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
+
+        self.body = nn.Sequential(stage(1, width), nn.MaxPool2d(2), stage(width, 2 * width), nn.MaxPool2d(2),
+                                  stage(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(4 * width, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or tuple(x.shape[1:]) != (1, 32, 32):
+            raise ValueError(f"DigitClassifier expects [B, 1, 32, 32] digits in [-1, 1], got {list(x.shape)}")
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def classification_loss(model, batch) -> torch.Tensor:
+    """Cross-entropy, with a small random shift of up to 2 pixels as augmentation."""
+    images, labels = batch
+    dx, dy = torch.randint(-2, 3, (2,)).tolist()
+    return F.cross_entropy(model(torch.roll(images, (dy, dx), dims=(2, 3))), labels)
+
+
+def trained_classifier(device="cpu", profile: str | None = None) -> DigitClassifier:
+    """The project's classifier for `profile`: loaded from ``checkpoints/<profile>/classifier`` if finished,
+    else trained there first (a few minutes on a CPU)."""
+    cfg = settings("classifier", profile)
+    images, labels = load_mnist("train")
+    model = DigitClassifier(cfg.width)
+    config = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=0)
+    train(model, classification_loss, (images[:cfg.train_images], labels[:cfg.train_images]), config,
+          run_dir("classifier", cfg.profile), device=device)
+    return model.eval()

@@ -1,0 +1,58 @@
+"""Sample quality measured with the project's classifier.
+
+- accuracy: the fraction of samples the classifier assigns to the requested digit;
+- confident fraction: the fraction whose top softmax probability exceeds a threshold (for unlabelled samples);
+- Frechet distance between Gaussians fitted to classifier features of two image sets:
+
+      FD = || mu_a - mu_b ||^2 + Tr(S_a + S_b - 2 (S_a^{1/2} S_b S_a^{1/2})^{1/2})
+
+  (the FID formula, with the project classifier's 128-d features instead of Inception's).
+"""
+import torch
+
+
+@torch.no_grad()
+def classify(classifier, images: torch.Tensor, batch_size: int = 1000):
+    """(features [N, F], probabilities [N, 10]) of `images`, computed in eval mode, in float64 features."""
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    features, probabilities = [], []
+    for start in range(0, len(images), batch_size):
+        f = classifier.features(images[start:start + batch_size].to(device))
+        features.append(f.double().cpu())
+        probabilities.append(classifier.head(f).softmax(-1).cpu())
+    return torch.cat(features), torch.cat(probabilities)
+
+
+def accuracy(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
+    return (probabilities.argmax(-1) == labels.cpu()).float().mean().item()
+
+
+def confident_fraction(probabilities: torch.Tensor, threshold: float = 0.9) -> float:
+    return (probabilities.max(-1).values > threshold).float().mean().item()
+
+
+def _sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
+    values, vectors = torch.linalg.eigh(matrix)
+    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+
+
+def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets [N, F] (computed in float64)."""
+    a, b = features_a.double(), features_b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    root_a = _sqrtm_psd(cov_a)
+    cross = _sqrtm_psd(root_a @ cov_b @ root_a)
+    value = (mu_a - mu_b).pow(2).sum() + torch.trace(cov_a) + torch.trace(cov_b) - 2 * torch.trace(cross)
+    return value.clamp(min=0).item()
+
+
+def sample_quality(classifier, samples: torch.Tensor, reference_features: torch.Tensor, labels=None) -> dict:
+    """Accuracy (if `labels`), fraction classified with confidence > 0.9, and Frechet distance to the reference."""
+    features, probabilities = classify(classifier, samples)
+    quality = {"confident > 0.9": confident_fraction(probabilities),
+               "Frechet distance": frechet_distance(features, reference_features)}
+    if labels is not None:
+        quality = {"accuracy": accuracy(probabilities, labels), **quality}
+    return quality

@@ -1,0 +1,36 @@
+"""Build any workbook model from the config stored in its checkpoint, and load trained weights."""
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .attention_unet import AttentionUNet
+from .classifier import DigitClassifier
+from .course_unet import ConditionalCourseUNet, CourseUNet
+
+MODELS = {cls.__name__: cls for cls in (CourseUNet, ConditionalCourseUNet, AttentionUNet, DigitClassifier)}
+
+
+def build(config: dict) -> torch.nn.Module:
+    """A fresh model from a config dict such as ``{"name": "AttentionUNet", "hidden": 32, ...}``."""
+    name = config.get("name")
+    if name not in MODELS:
+        raise ckpt.CheckpointError(f"unknown model {name!r} in checkpoint config; known: {', '.join(MODELS)}")
+    return MODELS[name](**{k: v for k, v in config.items() if k != "name"})
+
+
+def load_trained(path, device="cpu") -> torch.nn.Module:
+    """The model stored in a finished training run's ``last.pt`` (or a run folder), in eval mode."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    state = ckpt.load(path, device)
+    if "config" not in state or "model" not in state:
+        raise ckpt.CheckpointError(f"{path} is not a training checkpoint of this workbook (no config or weights).")
+    epochs = state["config"]["train"]["epochs"]
+    if state["epoch"] < epochs:
+        raise ckpt.CheckpointError(
+            f"{path} is unfinished (epoch {state['epoch']} of {epochs}): run its training cell again to finish it.")
+    model = build(state["config"]["model"]).to(device)
+    ckpt.load_weights(model, state["model"], path)
+    return model.eval()

@@ -1,0 +1,29 @@
+import pytest
+import torch
+
+from helpers.classifier import DigitClassifier
+from helpers.metrics import accuracy, classify, confident_fraction, frechet_distance
+
+
+def test_frechet_distance_of_gaussians_matches_closed_form():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(200_000, 3, generator=g, dtype=torch.float64)
+    b = 2.0 * torch.randn(200_000, 3, generator=g, dtype=torch.float64) + 1.0
+    # N(0, I) vs N(1, 4 I) in 3-d: |mu|^2 = 3, trace term = 3 * (1 + 4 - 2 * 2) = 3
+    assert frechet_distance(a, b) == pytest.approx(6.0, rel=0.02)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_accuracy_and_confidence():
+    p = torch.tensor([[0.95, 0.05] + [0.0] * 8, [0.6, 0.4] + [0.0] * 8])
+    assert accuracy(p, torch.tensor([0, 1])) == 0.5
+    assert confident_fraction(p, 0.9) == 0.5
+
+
+def test_classifier_shapes_and_input_check():
+    model = DigitClassifier(width=4)
+    features, probabilities = classify(model, torch.randn(5, 1, 32, 32))
+    assert features.shape == (5, 16) and probabilities.shape == (5, 10)
+    assert torch.allclose(probabilities.sum(-1), torch.ones(5))
+    with pytest.raises(ValueError, match=r"\[B, 1, 32, 32\]"):
+        model(torch.randn(5, 1, 28, 28))
