@@ -23,7 +23,7 @@ def test_accuracy_and_confidence():
 def test_classifier_shapes_and_input_check():
     model = DigitClassifier(width=4)
     features, probabilities = classify(model, torch.randn(5, 1, 32, 32))
-    assert features.shape == (5, 16) and probabilities.shape == (5, 10)
+    assert features.shape == (5, 128) and probabilities.shape == (5, 10)
     assert torch.allclose(probabilities.sum(-1), torch.ones(5))
     with pytest.raises(ValueError, match=r"\[B, 1, 32, 32\]"):
         model(torch.randn(5, 1, 28, 28))
