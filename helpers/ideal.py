@@ -21,11 +21,15 @@ The machines differ only in which candidates each pixel u may use:
         patches at the same distance from that border (anywhere along it), a corner pixel only the same
         location, and an interior pixel every interior patch. With P >= the image size it reduces to LS.
 
-P (odd) may be a number or a function of t (the calibrated locality schedule). Nothing is evaluated at
-t = 0, where the velocity is undefined. The softmax streams over chunks of candidates with a running
-maximum and sum (log-sum-exp), so memory does not grow with the number of training patches.
+The temperature is the noise variance t^2 (the 2 t^2 above): the machines are exact Bayes denoisers for
+their candidate sets, with no free temperature. P (odd) may be a number or a function of t (the calibrated
+locality schedule, `helpers.locality`). Nothing is evaluated at t = 0, where the velocity is undefined.
+
+Memory: the training set is read in groups of `group` images and the candidates of a group in chunks of
+`chunk` keys; an online softmax (running maximum and sum, log-sum-exp) accumulates over them, so the
+working memory does not grow with N.
 """
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -33,12 +37,14 @@ import torch.nn.functional as F
 PatchSize = int | Callable[[float], int]
 
 
-def _check(x_t: torch.Tensor, t: float, train: torch.Tensor) -> None:
+def _check(x_t: torch.Tensor, t: float, train: torch.Tensor, single_channel: bool = False) -> None:
     if x_t.dim() != 4 or train.dim() != 4 or x_t.shape[1:] != train.shape[1:]:
         raise ValueError(f"x_t [B, C, H, W] and train [N, C, H, W] must share C, H, W; got {list(x_t.shape)} "
                          f"and {list(train.shape)}")
     if not 0.0 < float(t) <= 1.0:
         raise ValueError(f"t must be in (0, 1]; the velocity is undefined at t = 0 (got {t})")
+    if single_channel and x_t.shape[1] != 1:
+        raise ValueError(f"this machine works on single-channel images; got {x_t.shape[1]} channels")
 
 
 def _resolve(patch_size: PatchSize, t: float) -> int:
@@ -48,77 +54,99 @@ def _resolve(patch_size: PatchSize, t: float) -> int:
     return p
 
 
-def streaming_patch_softmax(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, t: float,
-                            log_counts: torch.Tensor | None = None, chunk: int = 8192) -> torch.Tensor:
-    """sum_k softmax_k(-|| q - (1 - t) k ||^2 / (2 t^2) + log_count_k) * value_k for every query.
+class OnlineSoftmax:
+    """sum_k softmax_k(logit_k) value_k, accumulated chunk by chunk of keys.
 
-    queries [..., Q, D], keys [M, D], values [M], optional log_counts [M] (duplicate keys merged);
-    returns [..., Q]. The squared distance is expanded as ||q||^2 - 2 a q.k + a^2 ||k||^2 with a = 1 - t,
-    and the ||q||^2 term, constant per query, is dropped. The softmax is accumulated over chunks of keys.
+    Keeps, per query, the running maximum m, the sum s = sum_k exp(logit_k - m) and the weighted sum
+    w = sum_k exp(logit_k - m) value_k; a new chunk rescales both by exp(m_old - m_new). The result w / s
+    is the exact softmax average, without ever holding all logits.
+    """
+
+    def __init__(self, shape, value_shape, like: torch.Tensor):
+        self.max = torch.full(shape, float("-inf"), dtype=like.dtype, device=like.device)
+        self.sum = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        self.weighted = torch.zeros(*shape, *value_shape, dtype=like.dtype, device=like.device)
+
+    def update(self, logits: torch.Tensor, weigh: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """logits [*shape, M]; weigh(p) returns sum_k p_k value_k [*shape, *value_shape] for weights p."""
+        new_max = torch.maximum(self.max, logits.amax(-1))
+        correction = torch.exp(self.max - new_max)
+        p = torch.exp(logits - new_max.unsqueeze(-1))
+        extra = self.weighted.dim() - correction.dim()
+        self.sum = self.sum * correction + p.sum(-1)
+        self.weighted = self.weighted * correction.view(*correction.shape, *[1] * extra) + weigh(p)
+        self.max = new_max
+
+    def result(self) -> torch.Tensor:
+        extra = self.weighted.dim() - self.sum.dim()
+        return self.weighted / self.sum.view(*self.sum.shape, *[1] * extra)
+
+
+def patch_logits(queries: torch.Tensor, keys: torch.Tensor, t: float,
+                 log_counts: torch.Tensor | None = None) -> torch.Tensor:
+    """-|| q - (1 - t) k ||^2 / (2 t^2) + log count_k, up to the per-query constant -||q||^2 / (2 t^2).
+
+    queries [..., Q, D], keys [M, D] -> [..., Q, M], as the dot product 2 a q.k - a^2 ||k||^2 (a = 1 - t)
+    scaled by 1 / (2 t^2): attention with the squared distance folded into a matrix product.
     """
     a, scale = 1.0 - float(t), 1.0 / (2.0 * float(t) ** 2)
-    running_max = torch.full(queries.shape[:-1], float("-inf"), dtype=queries.dtype, device=queries.device)
-    running_sum = torch.zeros_like(running_max)
-    weighted = torch.zeros_like(running_max)
+    logits = (2 * a * scale) * (queries @ keys.T) - (a * a * scale) * (keys * keys).sum(-1)
+    return logits if log_counts is None else logits + log_counts
+
+
+def attend(state: OnlineSoftmax, queries, keys, values, t, log_counts=None, chunk: int = 8192) -> None:
+    """Feed keys [M, D] with values [M, V] (and optional log counts) to `state` in chunks of `chunk`."""
     for start in range(0, keys.shape[0], chunk):
-        k, v = keys[start:start + chunk], values[start:start + chunk]
-        logits = (2 * a * scale) * (queries @ k.T) - (a * a * scale) * (k * k).sum(-1)
-        if log_counts is not None:
-            logits = logits + log_counts[start:start + chunk]
-        new_max = torch.maximum(running_max, logits.amax(-1))
-        correction = torch.exp(running_max - new_max)
-        p = torch.exp(logits - new_max.unsqueeze(-1))
-        running_sum = running_sum * correction + p.sum(-1)
-        weighted = weighted * correction + p @ v
-        running_max = new_max
-    return weighted / running_sum
+        end = start + chunk
+        counts = None if log_counts is None else log_counts[start:end]
+        v = values[start:end]
+        state.update(patch_logits(queries, keys[start:end], t, counts), lambda p: p @ v)
 
 
-def _velocity(x_t: torch.Tensor, x0_hat: torch.Tensor, t: float) -> torch.Tensor:
-    return (x_t - x0_hat) / float(t)
+def unique_patches(keys: torch.Tensor):
+    """Merge identical keys (MNIST's blank background makes many): (unique keys, log counts), exact,
+    since identical patches have identical centre pixels."""
+    unique, counts = torch.unique(keys, dim=0, return_counts=True)
+    return unique, counts.to(keys.dtype).log()
+
+
+def _groups(train: torch.Tensor, group: int) -> Iterator[torch.Tensor]:
+    for start in range(0, train.shape[0], group):
+        yield train[start:start + group]
 
 
 def ideal_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """IS: x0_hat = sum_n softmax_n(-|| x_t - (1 - t) x0_n ||^2 / (2 t^2)) x0_n, image by image."""
+    """IS: x0_hat = sum_n softmax_n(-|| x_t - (1 - t) x0_n ||^2 / (2 t^2)) x0_n."""
     _check(x_t, t, train)
-    b, n = x_t.shape[0], train.shape[0]
-    queries, keys = x_t.reshape(b, 1, -1), train.reshape(n, -1)
-    out = torch.stack([streaming_patch_softmax(queries, keys, keys[:, i], t, chunk=chunk)[:, 0]
-                       for i in range(keys.shape[1])], dim=-1)
-    return out.reshape(x_t.shape)
+    b = x_t.shape[0]
+    keys = train.reshape(train.shape[0], -1)
+    state = OnlineSoftmax((b, 1), (keys.shape[1],), x_t)
+    attend(state, x_t.reshape(b, 1, -1), keys, keys, t, chunk=chunk)
+    return state.result().reshape(x_t.shape)
 
 
-def ideal_velocity(x_t, t, train, chunk: int = 8192):
-    """IS machine velocity (x_t - x0_hat) / t."""
-    return _velocity(x_t, ideal_denoiser(x_t, t, train, chunk), t)
+def nearest_training_images(images: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+    """For each image, the training image closest in Euclidean distance (what IS memorises)."""
+    distances = torch.cdist(images.flatten(1), train.flatten(1))
+    return train[distances.argmin(1)]
 
 
 def local_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size: PatchSize,
-                   chunk: int = 512) -> torch.Tensor:
+                   group: int = 256) -> torch.Tensor:
     """LS: at pixel u, logits_n(u) = -sum_{|d| <= P//2} (x_t(u + d) - (1 - t) x0_n(u + d))^2 / (2 t^2)
-    (zero padding), x0_hat(u) = sum_n softmax_n(logits(u)) x0_n(u). Streams over chunks of training images."""
+    (zero padding), x0_hat(u) = sum_n softmax_n(logits(u)) x0_n(u)."""
     _check(x_t, t, train)
     p, a, scale = _resolve(patch_size, t), 1.0 - float(t), 1.0 / (2.0 * float(t) ** 2)
-    b, _, h, w = x_t.shape
-    running_max = torch.full((b, 1, h, w), float("-inf"), dtype=x_t.dtype, device=x_t.device)
-    running_sum, weighted = torch.zeros_like(running_max), torch.zeros_like(x_t)
-    for start in range(0, train.shape[0], chunk):
-        images = train[start:start + chunk]                                    # [n, C, H, W]
+    b, c, h, w = x_t.shape
+    state = OnlineSoftmax((b, h * w), (c,), x_t)
+    for images in _groups(train, group):
+        n = images.shape[0]
         sq = (x_t.unsqueeze(1) - a * images.unsqueeze(0)).pow(2).sum(2, keepdim=True)  # [B, n, 1, H, W]
         box = F.avg_pool2d(sq.flatten(0, 1), p, stride=1, padding=p // 2, count_include_pad=True) * p * p
-        logits = (-scale * box).view(b, images.shape[0], 1, h, w)
-        new_max = torch.maximum(running_max, logits.amax(1))
-        correction = torch.exp(running_max - new_max)
-        weights = torch.exp(logits - new_max.unsqueeze(1))                    # [B, n, 1, H, W]
-        running_sum = running_sum * correction + weights.sum(1)
-        weighted = weighted * correction + (weights * images.unsqueeze(0)).sum(1)
-        running_max = new_max
-    return weighted / running_sum
-
-
-def local_velocity(x_t, t, train, patch_size: PatchSize, chunk: int = 512):
-    """LS machine velocity."""
-    return _velocity(x_t, local_denoiser(x_t, t, train, patch_size, chunk), t)
+        logits = (-scale * box).view(b, n, h * w).transpose(1, 2)                      # [B, HW, n]
+        pixels = images.flatten(2).permute(2, 0, 1)                                     # [HW, n, C]
+        state.update(logits, lambda weights: (weights.unsqueeze(-1) * pixels).sum(-2))
+    return state.result().transpose(1, 2).reshape(x_t.shape)
 
 
 def _patches(images: torch.Tensor, p: int) -> torch.Tensor:
@@ -126,65 +154,89 @@ def _patches(images: torch.Tensor, p: int) -> torch.Tensor:
     return F.unfold(images, p).transpose(1, 2).reshape(-1, images.shape[1] * p * p)
 
 
-def unique_patches(keys: torch.Tensor, values: torch.Tensor):
-    """Merge identical keys (MNIST's blank background makes many): (keys, values, log counts), exact."""
-    unique, inverse, counts = torch.unique(keys, dim=0, return_inverse=True, return_counts=True)
-    merged = torch.zeros(unique.shape[0], dtype=values.dtype, device=values.device).index_add_(0, inverse, values)
-    return unique, merged / counts, counts.to(keys.dtype).log()
-
-
 def els_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size: PatchSize,
-                 chunk: int = 8192, deduplicate: bool = False) -> torch.Tensor:
+                 chunk: int = 8192, group: int = 64, deduplicate: bool = False) -> torch.Tensor:
     """ELS: every query patch (circular padding) against every P x P patch inside every training image;
-    x0_hat(u) = sum_k softmax_k(-|| q_u - (1 - t) phi_k ||^2 / (2 t^2)) centre(phi_k). Single channel."""
-    _check(x_t, t, train)
-    if x_t.shape[1] != 1:
-        raise ValueError("els_denoiser works on single-channel images")
+    x0_hat(u) = sum_k softmax_k(-|| q_u - (1 - t) phi_k ||^2 / (2 t^2)) centre(phi_k).
+
+    `deduplicate` merges identical patches of each group of images (weight = log count), exact and faster
+    on MNIST, whose blank background repeats the same patch thousands of times."""
+    _check(x_t, t, train, single_channel=True)
     p = _resolve(patch_size, t)
     b, _, h, w = x_t.shape
-    padded = F.pad(x_t, [p // 2] * 4, mode="circular")
-    queries = F.unfold(padded, p).transpose(1, 2)                                # [B, H*W, P*P]
-    keys = _patches(train, p)
-    values, log_counts = keys[:, (p * p) // 2].clone(), None
-    if deduplicate:
-        keys, values, log_counts = unique_patches(keys, values)
-    return streaming_patch_softmax(queries, keys, values, t, log_counts, chunk).view(b, 1, h, w)
+    queries = F.unfold(F.pad(x_t, [p // 2] * 4, mode="circular"), p).transpose(1, 2)   # [B, H*W, P*P]
+    state = OnlineSoftmax((b, h * w), (1,), x_t)
+    for images in _groups(train, group):
+        keys, log_counts = _patches(images, p), None
+        if deduplicate:
+            keys, log_counts = unique_patches(keys)
+        centre = keys[:, (p * p) // 2:(p * p) // 2 + 1]
+        attend(state, queries, keys, centre, t, log_counts, chunk)
+    return state.result().view(b, 1, h, w)
 
 
-def els_velocity(x_t, t, train, patch_size: PatchSize, chunk: int = 8192, deduplicate: bool = False):
-    """ELS machine velocity."""
-    return _velocity(x_t, els_denoiser(x_t, t, train, patch_size, chunk, deduplicate), t)
-
-
-def _boundary_classes(size: int, r: int) -> list[list[int]]:
+def _boundary_classes(size: int, r: int) -> list[slice]:
     """Positions grouped by boundary class: each border offset alone, the interior together."""
-    border = [[i] for i in range(min(r, size))] + [[i] for i in range(max(size - r, r), size)]
-    interior = list(range(r, size - r))
-    return border + ([interior] if interior else [])
+    border = [slice(i, i + 1) for i in range(min(r, size))]
+    border += [slice(i, i + 1) for i in range(max(size - r, r), size)]
+    return border + ([slice(r, size - r)] if size > 2 * r else [])
 
 
 def bbels_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size: PatchSize,
-                   chunk: int = 8192) -> torch.Tensor:
+                   chunk: int = 8192, group: int = 64) -> torch.Tensor:
     """bbELS: zero padding; a pixel matches the patches (centred anywhere in a training image) whose
     centre lies in the same row class and the same column class, where a row within P // 2 of the top or
     bottom border is a class of its own and all interior rows form one class (columns likewise)."""
-    _check(x_t, t, train)
-    if x_t.shape[1] != 1:
-        raise ValueError("bbels_denoiser works on single-channel images")
+    _check(x_t, t, train, single_channel=True)
     p = _resolve(patch_size, t)
     r, (b, _, h, w) = p // 2, x_t.shape
     query_patches = F.unfold(F.pad(x_t, [r] * 4), p).transpose(1, 2).view(b, h, w, p * p)
-    train_patches = F.unfold(F.pad(train, [r] * 4), p).transpose(1, 2).view(train.shape[0], h, w, p * p)
+    classes = [(rows, cols) for rows in _boundary_classes(h, r) for cols in _boundary_classes(w, r)]
+    states = {}
+    for rows, cols in classes:
+        shape = (b, (rows.stop - rows.start) * (cols.stop - cols.start))
+        states[rows.start, cols.start] = OnlineSoftmax(shape, (1,), x_t)
+    for images in _groups(train, group):
+        train_patches = F.unfold(F.pad(images, [r] * 4), p).transpose(1, 2).view(images.shape[0], h, w, p * p)
+        for rows, cols in classes:
+            keys = train_patches[:, rows, cols].reshape(-1, p * p)
+            queries = query_patches[:, rows, cols].reshape(b, -1, p * p)
+            attend(states[rows.start, cols.start], queries, keys, keys[:, (p * p) // 2:(p * p) // 2 + 1], t,
+                   chunk=chunk)
     out = torch.empty(b, h, w, dtype=x_t.dtype, device=x_t.device)
-    for rows in _boundary_classes(h, r):
-        for cols in _boundary_classes(w, r):
-            keys = train_patches[:, rows][:, :, cols].reshape(-1, p * p)
-            queries = query_patches[:, rows][:, :, cols].reshape(b, -1, p * p)
-            result = streaming_patch_softmax(queries, keys, keys[:, (p * p) // 2], t, chunk=chunk)
-            out[:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = result.view(b, len(rows), len(cols))
+    for rows, cols in classes:
+        out[:, rows, cols] = states[rows.start, cols.start].result().view(b, rows.stop - rows.start,
+                                                                         cols.stop - cols.start)
     return out.unsqueeze(1)
 
 
-def bbels_velocity(x_t, t, train, patch_size: PatchSize, chunk: int = 8192):
-    """bbELS machine velocity."""
-    return _velocity(x_t, bbels_denoiser(x_t, t, train, patch_size, chunk), t)
+def velocity(denoiser: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """The machine's velocity v = (x_t - x0_hat) / t from its denoiser."""
+    def machine_velocity(x_t, t, train, *args, **kwargs):
+        return (x_t - denoiser(x_t, t, train, *args, **kwargs)) / float(t)
+    machine_velocity.__doc__ = f"Velocity (x_t - x0_hat) / t of: {denoiser.__doc__}"
+    return machine_velocity
+
+
+ideal_velocity = velocity(ideal_denoiser)
+local_velocity = velocity(local_denoiser)
+els_velocity = velocity(els_denoiser)
+bbels_velocity = velocity(bbels_denoiser)
+
+
+@torch.no_grad()
+def sample(denoiser: Callable[[torch.Tensor, float], torch.Tensor], x1: torch.Tensor, steps: int = 20,
+           return_trajectory: bool = False):
+    """Euler from t = 1 to 0 with a machine: x <- x - h (x - x0_hat(x, t)) / t, h = 1 / steps.
+
+    On the straight path this is deterministic DDIM; the last step (t = h) returns x0_hat exactly.
+    `denoiser(x_t, t)` is any of the denoisers above with its training set (and patch size) bound.
+    """
+    x, h = x1, 1.0 / steps
+    trajectory = [x] if return_trajectory else None
+    for i in range(steps):
+        t = 1.0 - i * h
+        x = x - h * (x - denoiser(x, t)) / t
+        if return_trajectory:
+            trajectory.append(x)
+    return (x, torch.stack(trajectory)) if return_trajectory else x

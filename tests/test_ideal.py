@@ -71,7 +71,7 @@ def test_ideal_score_at_small_t_returns_the_nearest_training_image(tiny):
 def test_local_score_matches_brute_force(tiny, p):
     x_t, train = tiny
     expected = brute(x_t, 0.5, train, p, lambda i, j: [(n, i, j) for n in range(len(train))], "zero")
-    assert torch.allclose(ideal.local_denoiser(x_t, 0.5, train, p, chunk=2), expected, atol=1e-5)
+    assert torch.allclose(ideal.local_denoiser(x_t, 0.5, train, p, group=2), expected, atol=1e-5)
 
 
 def test_local_score_with_a_whole_image_patch_equals_ideal_score(tiny):
@@ -87,8 +87,8 @@ def test_els_matches_brute_force(tiny, p):
     r = p // 2
     inside = [(n, y, x) for n in range(len(train)) for y in range(r, H - r) for x in range(r, W - r)]
     expected = brute(x_t, 0.6, train, p, lambda i, j: inside, "circular")
-    assert torch.allclose(ideal.els_denoiser(x_t, 0.6, train, p, chunk=7), expected, atol=1e-5)
-    assert torch.allclose(ideal.els_denoiser(x_t, 0.6, train, p, deduplicate=True), expected, atol=1e-5)
+    assert torch.allclose(ideal.els_denoiser(x_t, 0.6, train, p, chunk=7, group=2), expected, atol=1e-5)
+    assert torch.allclose(ideal.els_denoiser(x_t, 0.6, train, p, group=3, deduplicate=True), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("p", [3, 5])
@@ -105,7 +105,7 @@ def test_bbels_matches_brute_force(tiny, p):
         return [(n, y, x) for n in range(len(train)) for y in same_class(i, H) for x in same_class(j, W)]
 
     expected = brute(x_t, 0.6, train, p, candidates, "zero")
-    assert torch.allclose(ideal.bbels_denoiser(x_t, 0.6, train, p, chunk=5), expected, atol=1e-5)
+    assert torch.allclose(ideal.bbels_denoiser(x_t, 0.6, train, p, chunk=5, group=2), expected, atol=1e-5)
 
 
 def test_bbels_with_a_patch_as_large_as_the_image_is_local_score(tiny):
@@ -126,8 +126,24 @@ def test_patch_size_schedule_and_errors(tiny):
         ideal.els_velocity(x_t[:, :, :4], 0.5, train, 3)
 
 
-def test_streaming_softmax_is_stable_where_a_plain_softmax_overflows():
+def test_online_softmax_is_stable_where_a_plain_softmax_overflows():
     q = torch.tensor([[[30.0, 30.0]]])
     keys = torch.tensor([[30.0, 30.0], [-30.0, -30.0]])
-    value = ideal.streaming_patch_softmax(q, keys, torch.tensor([1.0, -1.0]), t=0.01, chunk=1)
+    state = ideal.OnlineSoftmax((1, 1), (1,), q)
+    ideal.attend(state, q, keys, torch.tensor([[1.0], [-1.0]]), t=0.01, chunk=1)
+    value = state.result()
     assert math.isfinite(value.item()) and value.item() == pytest.approx(1.0)
+
+
+def test_nearest_training_images(tiny):
+    _, train = tiny
+    noisy = train[[4, 1]] + 0.01
+    assert torch.equal(ideal.nearest_training_images(noisy, train), train[[4, 1]])
+
+
+def test_machine_sampler_ends_on_the_denoiser_output_and_is_is_a_training_image(tiny):
+    x_t, train = tiny
+    samples, trajectory = ideal.sample(lambda x, t: ideal.ideal_denoiser(x, t, train), x_t, steps=20,
+                                       return_trajectory=True)
+    assert trajectory.shape == (21, *x_t.shape) and torch.equal(trajectory[-1], samples)
+    assert torch.allclose(samples, ideal.nearest_training_images(samples, train), atol=1e-4)
