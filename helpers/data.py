@@ -166,3 +166,16 @@ def load_mnist(split: str = "train", image_size: int = 32, value_range=(-1.0, 1.
         x = torchvision.transforms.functional.resize(x, [image_size, image_size], antialias=True).clamp(0, 1)
     low, high = value_range
     return x * (high - low) + low, labels.clone()
+
+
+STARTING_NOISE = DATA_DIR / "x_1.pt"
+STARTING_NOISE_SEED = 2412
+
+
+def starting_noise() -> torch.Tensor:
+    """The shipped starting noise ``data/x_1.pt``: x1 ~ N(0, I) of shape [1, 1, 32, 32], made with
+    ``torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(STARTING_NOISE_SEED))``."""
+    noise = torch.load(STARTING_NOISE, weights_only=True)
+    if not isinstance(noise, torch.Tensor) or noise.shape != (1, 1, 32, 32):
+        raise ValueError(f"{STARTING_NOISE} should hold a [1, 1, 32, 32] tensor; restore it with git checkout")
+    return noise

@@ -95,3 +95,8 @@ def test_written_idx_files_read_back_with_torchvision(tmp_path):
     data._write_idx(raw / "x-idx3-ubyte", images)
     from torchvision.datasets.mnist import read_image_file
     assert torch.equal(read_image_file(str(raw / "x-idx3-ubyte")), torch.from_numpy(images))
+
+
+def test_shipped_starting_noise_is_the_seeded_tensor():
+    expected = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(data.STARTING_NOISE_SEED))
+    assert torch.equal(data.starting_noise(), expected)

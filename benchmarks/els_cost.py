@@ -1,0 +1,69 @@
+"""Cost of one ELS sampling step against the number of training images.
+
+    .venv/bin/python benchmarks/els_cost.py [--sizes 100 1000 10000] [--batch 1] [--patch 3 15]
+
+For each training-set size N and patch size P, in a fresh process (so the peak is its own), prints the
+time of one `els_denoiser` call on a batch of 32 x 32 noisy images at t = 0.5, with and without
+deduplication of identical patches, and the peak resident memory above what the process held before the
+call (data loaded). The result with deduplication is checked against the plain one.
+"""
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def measure(n: int, p: int, batch: int, deduplicate: bool) -> dict:
+    import torch
+
+    from helpers import data, ideal
+
+    torch.manual_seed(0)
+    train = data.load_mnist("train")[0][:n].contiguous()
+    x_t = 0.5 * train[:batch] + 0.5 * torch.randn(batch, 1, 32, 32)
+    baseline = rss_mib()
+    start = time.perf_counter()
+    out = ideal.els_denoiser(x_t, 0.5, train, p, deduplicate=deduplicate)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_mib": peak - baseline, "checksum": float(out.double().sum())}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--patch", type=int, nargs="+", default=[3, 15])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        n, p, batch, dedup = map(int, args.child)
+        print(json.dumps(measure(n, p, batch, bool(dedup))))
+        return
+
+    import torch
+    print(f"ELS denoiser, one step at t = 0.5, batch {args.batch}, 32 x 32, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'N':>6} {'P':>3} {'keys':>10} {'plain s':>9} {'dedup s':>9} {'peak MiB plain':>15} {'dedup':>7}")
+    for n in args.sizes:
+        for p in args.patch:
+            runs = []
+            for dedup in (0, 1):
+                child = [sys.executable, __file__, "--child", str(n), str(p), str(args.batch), str(dedup)]
+                runs.append(json.loads(subprocess.run(child, capture_output=True, text=True, check=True).stdout))
+            plain, merged = runs
+            assert abs(plain["checksum"] - merged["checksum"]) < 1e-2 * args.batch, (plain, merged)
+            keys = n * (32 - p + 1) ** 2
+            print(f"{n:>6} {p:>3} {keys:>10,} {plain['seconds']:>9.2f} {merged['seconds']:>9.2f} "
+                  f"{plain['peak_mib']:>15.0f} {merged['peak_mib']:>7.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Locality calibration: the patch size P(t) at which a patch machine best imitates a trained network.
+
+As in Kamb and Ganguli (arXiv:2412.20292): run the network's own Euler trajectory from a few noises; at
+every step t_i, compare the network's denoised estimate
+
+    x0_net = x_t - t v_theta(x_t, t)        (the straight path: x_t = (1 - t) x0 + t x1)
+
+with the machine's x0_hat(x_t, t; P) for each candidate P, by mean squared error per sample. Each sample
+votes for its best P; the schedule keeps the median vote at every step. Comparing x0 estimates rather
+than velocities keeps the score meaningful near t = 1, where v is dominated by x_t itself.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import checkpoint
+from .flow_matching import FlowMatching
+
+
+@dataclass
+class LocalitySchedule:
+    """P(t): the calibrated patch size at the calibration step nearest to t."""
+
+    times: list[float]
+    sizes: list[int]
+
+    def __call__(self, t: float) -> int:
+        nearest = min(range(len(self.times)), key=lambda i: abs(self.times[i] - float(t)))
+        return self.sizes[nearest]
+
+
+@torch.no_grad()
+def calibrate(fm: FlowMatching, machine: Callable, train: torch.Tensor, noise: torch.Tensor, steps: int,
+              candidates: list[int]) -> dict:
+    """MSE between network and machine x0 estimates along the network's trajectory from `noise`.
+
+    `machine(x_t, t, train, P)` is a denoiser of `helpers.ideal`. Returns ``times`` [steps], ``mse``
+    [steps, len(candidates), samples] and ``sizes``, the median over samples of each sample's best P.
+    """
+    _, trajectory = fm.sample(noise, steps, return_trajectory=True)
+    times, mse, sizes = [], [], []
+    for i in range(steps):
+        t = 1.0 - i / steps
+        x_t = trajectory[i].to(noise.device)
+        x0_net = x_t - t * fm.velocity(x_t, t)
+        errors = torch.stack([(machine(x_t, t, train, p) - x0_net).pow(2).flatten(1).mean(1) for p in candidates])
+        best = torch.tensor(candidates)[errors.argmin(0).cpu()]
+        times.append(t)
+        mse.append(errors.cpu())
+        sizes.append(int(best.median()))
+    return {"times": times, "candidates": list(candidates), "mse": torch.stack(mse), "sizes": sizes}
+
+
+def calibrated_schedule(fm: FlowMatching, machine: Callable, train: torch.Tensor, noise: torch.Tensor,
+                        steps: int, candidates: list[int], run_dir: Path, config: dict,
+                        recalibrate: bool = False) -> tuple[LocalitySchedule, dict]:
+    """The stored calibration in ``run_dir/calibration.pt`` when its config matches, else a new one.
+
+    `config` names what the calibration depends on (network, training-set size, noises, steps,
+    candidates); a stored calibration made with another config is an error, not silently reused.
+    """
+    path = Path(run_dir) / "calibration.pt"
+    if path.exists() and not recalibrate:
+        record = checkpoint.load(path)
+        checkpoint.check_config(record, config, path)
+    else:
+        record = {"config": checkpoint.normalise(config),
+                  **calibrate(fm, machine, train, noise, steps, candidates)}
+        checkpoint.save_atomic(record, path)
+    return LocalitySchedule(record["times"], record["sizes"]), record
