@@ -26,8 +26,8 @@ their candidate sets, with no free temperature. P (odd) may be a number or a fun
 locality schedule, `helpers.locality`). Nothing is evaluated at t = 0, where the velocity is undefined.
 
 Memory: the training set is read in groups of `group` images and the candidates of a group in chunks of
-`chunk` keys; an online softmax (running maximum and sum, log-sum-exp) accumulates over them, so the
-working memory does not grow with N.
+`chunk` keys (by default sized so that a chunk's logits stay in cache); an online softmax (running maximum
+and sum, log-sum-exp) accumulates over them, so the working memory does not grow with N.
 """
 from typing import Callable, Iterator
 
@@ -94,8 +94,13 @@ def patch_logits(queries: torch.Tensor, keys: torch.Tensor, t: float,
     return logits if log_counts is None else logits + log_counts
 
 
-def attend(state: OnlineSoftmax, queries, keys, values, t, log_counts=None, chunk: int = 8192) -> None:
-    """Feed keys [M, D] with values [M, V] (and optional log counts) to `state` in chunks of `chunk`."""
+LOGITS_PER_CHUNK = 2 ** 22  # 16 MB of fp32 logits per chunk
+
+
+def attend(state: OnlineSoftmax, queries, keys, values, t, log_counts=None, chunk: int | None = None) -> None:
+    """Feed keys [M, D] with values [M, V] (and optional log counts) to `state` in chunks of `chunk` keys
+    (by default as many as keep the chunk's logits under LOGITS_PER_CHUNK)."""
+    chunk = chunk or max(16, LOGITS_PER_CHUNK // max(1, queries[..., 0].numel()))
     for start in range(0, keys.shape[0], chunk):
         end = start + chunk
         counts = None if log_counts is None else log_counts[start:end]
@@ -115,7 +120,7 @@ def _groups(train: torch.Tensor, group: int) -> Iterator[torch.Tensor]:
         yield train[start:start + group]
 
 
-def ideal_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+def ideal_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """IS: x0_hat = sum_n softmax_n(-|| x_t - (1 - t) x0_n ||^2 / (2 t^2)) x0_n."""
     _check(x_t, t, train)
     b = x_t.shape[0]
@@ -155,7 +160,7 @@ def _patches(images: torch.Tensor, p: int) -> torch.Tensor:
 
 
 def els_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size: PatchSize,
-                 chunk: int = 8192, group: int = 64, deduplicate: bool = False) -> torch.Tensor:
+                 chunk: int | None = None, group: int = 64, deduplicate: bool = False) -> torch.Tensor:
     """ELS: every query patch (circular padding) against every P x P patch inside every training image;
     x0_hat(u) = sum_k softmax_k(-|| q_u - (1 - t) phi_k ||^2 / (2 t^2)) centre(phi_k).
 
@@ -183,7 +188,7 @@ def _boundary_classes(size: int, r: int) -> list[slice]:
 
 
 def bbels_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size: PatchSize,
-                   chunk: int = 8192, group: int = 64) -> torch.Tensor:
+                   chunk: int | None = None, group: int = 64) -> torch.Tensor:
     """bbELS: zero padding; a pixel matches the patches (centred anywhere in a training image) whose
     centre lies in the same row class and the same column class, where a row within P // 2 of the top or
     bottom border is a class of its own and all interior rows form one class (columns likewise)."""

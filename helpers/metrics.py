@@ -56,3 +56,17 @@ def sample_quality(classifier, samples: torch.Tensor, reference_features: torch.
     if labels is not None:
         quality = {"accuracy": accuracy(probabilities, labels), **quality}
     return quality
+
+
+def agreement(images: torch.Tensor, reference: torch.Tensor) -> dict:
+    """Per-image agreement between two image sets [B, C, H, W] (e.g. a machine's and a UNet's outputs).
+
+    r is the Pearson correlation of the mean-subtracted pixels, r = <a - mean a, b - mean b> /
+    (|a - mean a| |b - mean b|) (what Kamb and Ganguli's evaluation computes), r^2 its square,
+    and mse the mean squared pixel difference. Returns a dict of [B] tensors.
+    """
+    a = images.flatten(1).double()
+    b = reference.flatten(1).double()
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    r = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
+    return {"r": r, "r^2": r * r, "mse": (images - reference).flatten(1).double().pow(2).mean(1)}

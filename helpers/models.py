@@ -19,11 +19,16 @@ def build(config: dict) -> torch.nn.Module:
     return MODELS[name](**{k: v for k, v in config.items() if k != "name"})
 
 
-def load_trained(path, device="cpu") -> torch.nn.Module:
-    """The model stored in a finished training run's ``last.pt`` (or a run folder), in eval mode."""
+def load_trained(path, device="cpu", made_by: str = "its training cell") -> torch.nn.Module:
+    """The model stored in a finished training run's ``last.pt`` (or a run folder), in eval mode.
+
+    `made_by` names what trains it, for the error when it is missing (e.g. "notebook 02")."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() or not path.suffix:
         path = path / "last.pt"
+    if not path.exists():
+        raise ckpt.CheckpointError(f"no trained model at {path}: run {made_by} first, in the same profile "
+                                   f"(WORKBOOK_PROFILE), to train it.")
     state = ckpt.load(path, device)
     if "config" not in state or "model" not in state:
         raise ckpt.CheckpointError(f"{path} is not a training checkpoint of this workbook (no config or weights).")

@@ -78,3 +78,27 @@ def show_grids(panels: dict, title: str, nrow: int = 8, value_range=(-1.0, 1.0),
     fig.suptitle(f"{title} {tag()}")
     fig.tight_layout()
     return fig
+
+
+def plot_calibration(record: dict, reference: dict | None = None, reference_label: str = "reference"):
+    """Left: the median (over samples) MSE between machine and network x0 estimates against the patch
+    size, at a few times t. Right: the calibrated patch size P(t), beside an optional reference schedule."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    mse = record["mse"].median(-1).values                          # [steps, candidates]
+    times, candidates = record["times"], record["candidates"]
+    for i in torch.linspace(0, len(times) - 1, min(5, len(times))).round().long().unique().tolist():
+        line, = left.plot(candidates, mse[i], marker=".", label=f"t = {times[i]:.2f}")
+        best = int(mse[i].argmin())
+        left.plot(candidates[best], mse[i, best], "o", color=line.get_color(), markersize=8, fillstyle="none")
+    left.set(xlabel="patch size P", ylabel="MSE, machine vs network x0", yscale="log",
+             title="calibration curves (circle: best P)")
+    left.legend(fontsize=8)
+    right.step(times, record["sizes"], where="mid", marker="o", label="calibrated")
+    if reference:
+        right.plot(reference["times"], reference["sizes"], "x--", color="0.5", label=reference_label)
+    right.set(xlabel="t (1 = noise, 0 = data)", ylabel="patch size P", title="locality schedule P(t)")
+    right.invert_xaxis()
+    right.legend(fontsize=8)
+    fig.suptitle(f"Locality calibration {tag()}")
+    fig.tight_layout()
+    return fig

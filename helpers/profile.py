@@ -45,6 +45,15 @@ SETTINGS = {
                       snapshot_epochs=(1, 2), steps=5, metric_samples_per_class=2, guidance_sweep=(1.0, 5.0),
                       step_sweep=(2, 5)),
     },
+    # Ideal flow machines (notebook 05): the machines read `machine_train_images` of the UNets' training
+    # images; the ELS cost grows with noises x images (benchmarks/els_cost.py).
+    "ideal": {
+        "full": dict(machine_train_images=10_000, noises=100, shown=6, steps=20, calibration_noises=9,
+                     candidates=tuple(range(3, 32, 2))),
+        "cpu": dict(machine_train_images=256, noises=21, calibration_noises=5,
+                    candidates=(3, 5, 7, 9, 11, 13, 15, 19, 23, 27, 31)),
+        "smoke": dict(machine_train_images=16, noises=6, steps=4, calibration_noises=2, candidates=(3, 7, 11)),
+    },
     "classifier": {
         "full": dict(width=32, batch_size=128, lr=2e-3, epochs=3, train_images=60_000),
         "smoke": dict(width=8, epochs=1, train_images=512),

@@ -1,6 +1,8 @@
+import numpy as np
 import pytest
 import torch
 
+from helpers import metrics
 from helpers.classifier import DigitClassifier
 from helpers.metrics import accuracy, classify, confident_fraction, frechet_distance
 
@@ -27,3 +29,15 @@ def test_classifier_shapes_and_input_check():
     assert torch.allclose(probabilities.sum(-1), torch.ones(5))
     with pytest.raises(ValueError, match=r"\[B, 1, 32, 32\]"):
         model(torch.randn(5, 1, 28, 28))
+
+
+def test_agreement_is_pearson_correlation_and_mse():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 1, 4, 4, generator=g)
+    result = metrics.agreement(a, 2 * a + 1)
+    assert torch.allclose(result["r"], torch.ones(3, dtype=torch.float64))
+    assert torch.allclose(metrics.agreement(a, -a)["r^2"], torch.ones(3, dtype=torch.float64))
+    b = torch.randn(3, 1, 4, 4, generator=g)
+    expected = torch.tensor([np.corrcoef(x.flatten(), y.flatten())[0, 1] for x, y in zip(a, b)], dtype=torch.float64)
+    assert torch.allclose(metrics.agreement(a, b)["r"], expected)
+    assert torch.allclose(result["mse"], ((a + 1) ** 2).flatten(1).mean(1).double())
