@@ -43,7 +43,7 @@ def test_time_only_checkpoint_takes_n(tmp_path, capsys):
 def test_missing_or_unfinished_checkpoint_is_explained(tmp_path, capsys):
     with pytest.raises(SystemExit):
         sample.main([str(tmp_path / "nothing"), "--n", "1", "--out", str(tmp_path / "x.pt")])
-    assert "no checkpoint at" in capsys.readouterr().err
+    assert "no trained model at" in capsys.readouterr().err
     run = tiny_run(tmp_path, 10, epochs=2)
     state = torch.load(run / "last.pt", weights_only=True)
     state["epoch"] = 1
