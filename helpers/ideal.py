@@ -68,10 +68,12 @@ class OnlineSoftmax:
         self.weighted = torch.zeros(*shape, *value_shape, dtype=like.dtype, device=like.device)
 
     def update(self, logits: torch.Tensor, weigh: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        """logits [*shape, M]; weigh(p) returns sum_k p_k value_k [*shape, *value_shape] for weights p."""
+        """logits [*shape, M] (overwritten); weigh(p) returns sum_k p_k value_k [*shape, *value_shape]."""
         new_max = torch.maximum(self.max, logits.amax(-1))
         correction = torch.exp(self.max - new_max)
-        p = torch.exp(logits - new_max.unsqueeze(-1))
+        # Floor at -80: exp(-80) ~ 1e-35 is below float32's resolution next to the maximum's weight 1, and
+        # keeps exp out of denormal numbers, which are about 3x slower on CPU.
+        p = torch.exp(logits.sub_(new_max.unsqueeze(-1)).clamp_min_(-80.0))
         extra = self.weighted.dim() - correction.dim()
         self.sum = self.sum * correction + p.sum(-1)
         self.weighted = self.weighted * correction.view(*correction.shape, *[1] * extra) + weigh(p)
@@ -90,8 +92,11 @@ def patch_logits(queries: torch.Tensor, keys: torch.Tensor, t: float,
     scaled by 1 / (2 t^2): attention with the squared distance folded into a matrix product.
     """
     a, scale = 1.0 - float(t), 1.0 / (2.0 * float(t) ** 2)
-    logits = (2 * a * scale) * (queries @ keys.T) - (a * a * scale) * (keys * keys).sum(-1)
-    return logits if log_counts is None else logits + log_counts
+    bias = -(a * a * scale) * (keys * keys).sum(-1)
+    if log_counts is not None:
+        bias = bias + log_counts
+    flat = torch.addmm(bias, queries.reshape(-1, queries.shape[-1]), keys.T, alpha=2 * a * scale)  # one pass
+    return flat.view(*queries.shape[:-1], keys.shape[0])
 
 
 LOGITS_PER_CHUNK = 2 ** 22  # 16 MB of fp32 logits per chunk
@@ -101,6 +106,7 @@ def attend(state: OnlineSoftmax, queries, keys, values, t, log_counts=None, chun
     """Feed keys [M, D] with values [M, V] (and optional log counts) to `state` in chunks of `chunk` keys
     (by default as many as keep the chunk's logits under LOGITS_PER_CHUNK)."""
     chunk = chunk or max(16, LOGITS_PER_CHUNK // max(1, queries[..., 0].numel()))
+    queries = queries.contiguous()
     for start in range(0, keys.shape[0], chunk):
         end = start + chunk
         counts = None if log_counts is None else log_counts[start:end]
@@ -175,7 +181,7 @@ def els_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size: P
         keys, log_counts = _patches(images, p), None
         if deduplicate:
             keys, log_counts = unique_patches(keys)
-        centre = keys[:, (p * p) // 2:(p * p) // 2 + 1]
+        centre = keys[:, (p * p) // 2:(p * p) // 2 + 1].contiguous()
         attend(state, queries, keys, centre, t, log_counts, chunk)
     return state.result().view(b, 1, h, w)
 
@@ -197,17 +203,14 @@ def bbels_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size:
     r, (b, _, h, w) = p // 2, x_t.shape
     query_patches = F.unfold(F.pad(x_t, [r] * 4), p).transpose(1, 2).view(b, h, w, p * p)
     classes = [(rows, cols) for rows in _boundary_classes(h, r) for cols in _boundary_classes(w, r)]
-    states = {}
-    for rows, cols in classes:
-        shape = (b, (rows.stop - rows.start) * (cols.stop - cols.start))
-        states[rows.start, cols.start] = OnlineSoftmax(shape, (1,), x_t)
+    queries = {(rows.start, cols.start): query_patches[:, rows, cols].reshape(b, -1, p * p) for rows, cols in classes}
+    states = {key: OnlineSoftmax(q.shape[:2], (1,), x_t) for key, q in queries.items()}
     for images in _groups(train, group):
         train_patches = F.unfold(F.pad(images, [r] * 4), p).transpose(1, 2).view(images.shape[0], h, w, p * p)
         for rows, cols in classes:
             keys = train_patches[:, rows, cols].reshape(-1, p * p)
-            queries = query_patches[:, rows, cols].reshape(b, -1, p * p)
-            attend(states[rows.start, cols.start], queries, keys, keys[:, (p * p) // 2:(p * p) // 2 + 1], t,
-                   chunk=chunk)
+            attend(states[rows.start, cols.start], queries[rows.start, cols.start], keys,
+                   keys[:, (p * p) // 2:(p * p) // 2 + 1].contiguous(), t, chunk=chunk)
     out = torch.empty(b, h, w, dtype=x_t.dtype, device=x_t.device)
     for rows, cols in classes:
         out[:, rows, cols] = states[rows.start, cols.start].result().view(b, rows.stop - rows.start,
