@@ -1,0 +1,205 @@
+"""Diffusion sampling tricks (discrete-time DDPM), written once against a small backend interface.
+
+A backend has ``alphas_cumprod`` (abar_t for t = 0 .. T - 1) and ``eps(x_t, t, embedding)`` returning the
+predicted noise and, when the model learns it, a variance value v in [-1, 1] per pixel (else None).
+
+    forward process      x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
+    one-step estimate    x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)
+    DDPM step t -> t'    (t' < t the previous strided timestep; alpha = abar_t / abar_t', beta = 1 - alpha)
+        mean  = sqrt(abar_t') beta / (1 - abar_t) x0_hat + sqrt(alpha) (1 - abar_t') / (1 - abar_t) x_t
+        variance: beta_tilde = (1 - abar_t') / (1 - abar_t) beta (posterior), or with a learned range
+        log var = f log beta + (1 - f) log beta_tilde, f = (v + 1) / 2 (DeepFloyd IF, diffusers)
+    classifier-free guidance   eps = eps(null) + gamma (eps(c) - eps(null)), the conditional variance kept
+
+Every trick is a *noise estimate* ``estimate(x_t, t) -> (eps, v or None)`` fed to `iterative_denoise`:
+CFG, visual anagrams (average of each view's estimate mapped back by the view's inverse) and hybrid
+images (low-pass of one estimate plus high-pass of another); SDEdit starts from a forward-noised image,
+and inpainting resets the known pixels to the forward-noised original after every step.
+"""
+from typing import Callable, Protocol
+
+import torch
+import torchvision.transforms.functional as TF
+
+Estimate = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+class Backend(Protocol):
+    alphas_cumprod: torch.Tensor
+
+    def eps(self, x_t: torch.Tensor, t: int, embedding) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ...
+
+
+def strided_timesteps(start: int = 990, stride: int = 30) -> list[int]:
+    """[990, 960, ..., 30, 0]: the course's schedule; `i_start` indexes it."""
+    return list(range(start, -1, -stride))
+
+
+def _abar(alphas_cumprod: torch.Tensor, t: int, like: torch.Tensor) -> torch.Tensor:
+    return alphas_cumprod[t].to(device=like.device, dtype=like.dtype)
+
+
+def forward(x0: torch.Tensor, t: int, alphas_cumprod: torch.Tensor, noise: torch.Tensor | None = None,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, eps ~ N(0, I) unless `noise` is given."""
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    abar = _abar(alphas_cumprod, t, x0)
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+
+def estimate_x0(x_t: torch.Tensor, t: int, eps: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """One-step denoising: x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
+    abar = _abar(alphas_cumprod, t, x_t)
+    return (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+
+
+def posterior_mean(x_t, x0_hat, t: int, t_prev: int, alphas_cumprod) -> torch.Tensor:
+    """Mean of q(x_t' | x_t, x0_hat) for the strided step t -> t'."""
+    abar_t, abar_prev = _abar(alphas_cumprod, t, x_t), _abar(alphas_cumprod, t_prev, x_t)
+    alpha = abar_t / abar_prev
+    beta = 1 - alpha
+    return (abar_prev.sqrt() * beta / (1 - abar_t)) * x0_hat + (alpha.sqrt() * (1 - abar_prev) / (1 - abar_t)) * x_t
+
+
+def posterior_log_variance(t: int, t_prev: int, alphas_cumprod,
+                           predicted: torch.Tensor | None = None) -> torch.Tensor:
+    """log beta_tilde, or with a predicted v in [-1, 1]: f log beta + (1 - f) log beta_tilde, f = (v + 1) / 2.
+
+    beta_tilde is floored at 1e-20 before the log, as diffusers does."""
+    abar_t, abar_prev = alphas_cumprod[t], alphas_cumprod[t_prev]
+    beta = 1 - abar_t / abar_prev
+    log_beta_tilde = torch.log(((1 - abar_prev) / (1 - abar_t) * beta).clamp_min(1e-20))
+    if predicted is None:
+        return log_beta_tilde
+    frac = (predicted + 1) / 2
+    return frac * torch.log(beta).to(predicted) + (1 - frac) * log_beta_tilde.to(predicted)
+
+
+def add_variance(mean: torch.Tensor, t: int, t_prev: int, alphas_cumprod, predicted: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """mean + exp(log var / 2) z, z ~ N(0, I): the stochastic half of the DDPM step."""
+    log_var = posterior_log_variance(t, t_prev, alphas_cumprod, predicted).to(device=mean.device, dtype=mean.dtype)
+    z = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    return mean + torch.exp(0.5 * log_var) * z
+
+
+def ddpm_step(x_t, t: int, t_prev: int, eps, alphas_cumprod, predicted=None, generator=None) -> torch.Tensor:
+    """x_t' from x_t and a noise estimate: the posterior mean around x0_hat, plus `add_variance`."""
+    mean = posterior_mean(x_t, estimate_x0(x_t, t, eps, alphas_cumprod), t, t_prev, alphas_cumprod)
+    return add_variance(mean, t, t_prev, alphas_cumprod, predicted, generator)
+
+
+@torch.no_grad()
+def iterative_denoise(estimate: Estimate, x: torch.Tensor, i_start: int, timesteps: list[int], alphas_cumprod,
+                      generator: torch.Generator | None = None,
+                      after_step: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+                      return_trajectory: bool = False):
+    """DDPM steps from timesteps[i_start] down to timesteps[-1]; `after_step(x, t')` may edit each result.
+
+    Returns x at timesteps[-1], or (x, [x at every visited timestep])."""
+    trajectory = [x]
+    for i in range(i_start, len(timesteps) - 1):
+        t, t_prev = timesteps[i], timesteps[i + 1]
+        eps, predicted = estimate(x, t)
+        x = ddpm_step(x, t, t_prev, eps, alphas_cumprod, predicted, generator)
+        if after_step is not None:
+            x = after_step(x, t_prev)
+        trajectory.append(x)
+    return (x, trajectory) if return_trajectory else x
+
+
+def conditional(backend: Backend, embedding) -> Estimate:
+    """The backend's own estimate for one prompt embedding."""
+    return lambda x, t: backend.eps(x, t, embedding)
+
+
+def guided(backend: Backend, embedding, null_embedding, gamma: float) -> Estimate:
+    """Classifier-free guidance: eps(null) + gamma (eps(c) - eps(null)), with the conditional variance."""
+    def estimate(x, t):
+        eps_c, predicted = backend.eps(x, t, embedding)
+        eps_u, _ = backend.eps(x, t, null_embedding)
+        return eps_u + gamma * (eps_c - eps_u), predicted
+    return estimate
+
+
+def sdedit(estimate: Estimate, image: torch.Tensor, i_start: int, timesteps: list[int], alphas_cumprod,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Image-to-image: noise `image` to timesteps[i_start] with the forward process, then denoise it."""
+    x = forward(image, timesteps[i_start], alphas_cumprod, generator=generator)
+    return iterative_denoise(estimate, x, i_start, timesteps, alphas_cumprod, generator)
+
+
+def inpaint(estimate: Estimate, image: torch.Tensor, mask: torch.Tensor, timesteps: list[int], alphas_cumprod,
+            generator: torch.Generator | None = None, return_trajectory: bool = False):
+    """RePaint-style: where mask = 1 the model paints; where mask = 0 every step is reset to the original
+    forward-noised to that step's timestep: x_t' <- m x_t' + (1 - m) forward(image, t')."""
+    if mask.shape[-2:] != image.shape[-2:]:
+        raise ValueError(f"mask {list(mask.shape)} and image {list(image.shape)} must share height and width")
+
+    def keep_known(x, t):
+        return mask * x + (1 - mask) * forward(image, t, alphas_cumprod, generator=generator)
+
+    start = keep_known(torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype),
+                       timesteps[0])
+    return iterative_denoise(estimate, start, 0, timesteps, alphas_cumprod, generator, keep_known,
+                             return_trajectory)
+
+
+class View:
+    """An invertible image transform for visual anagrams: `apply`, its exact `inverse`, and the inverse
+    for a predicted variance (a sign flip of the image leaves the variance as it is)."""
+
+    def __init__(self, name: str, apply: Callable, inverse: Callable, inverse_variance: Callable | None = None):
+        self.name, self.apply, self.inverse = name, apply, inverse
+        self.inverse_variance = inverse_variance or inverse
+
+    def __repr__(self):
+        return f"View({self.name})"
+
+
+def _roll_columns(x: torch.Tensor, sign: int) -> torch.Tensor:
+    """Column j rolled down by sign * j pixels."""
+    h, w = x.shape[-2:]
+    rows = (torch.arange(h, device=x.device)[:, None] - sign * torch.arange(w, device=x.device)[None, :]) % h
+    return x.gather(-2, rows.expand(*x.shape[:-2], h, w))
+
+
+IDENTITY = View("identity", lambda x: x, lambda x: x)
+FLIP = View("flip (rotate 180)", lambda x: torch.flip(x, dims=(-2, -1)), lambda x: torch.flip(x, dims=(-2, -1)))
+NEGATIVE = View("negative", lambda x: -x, lambda x: -x, inverse_variance=lambda v: v)
+SKEW = View("column roll (skew)", lambda x: _roll_columns(x, 1), lambda x: _roll_columns(x, -1))
+
+
+def anagram(estimates: list[Estimate], views: list[View]) -> Estimate:
+    """Visual anagrams: eps = mean_k inverse_k(eps_k(apply_k(x))), each prompt seen through its own view;
+    predicted variances are mapped back and averaged likewise."""
+    if len(estimates) != len(views):
+        raise ValueError(f"one view per prompt: got {len(estimates)} estimates and {len(views)} views")
+
+    def estimate(x, t):
+        results = [est(view.apply(x), t) for est, view in zip(estimates, views)]
+        eps = torch.stack([view.inverse(e) for (e, _), view in zip(results, views)]).mean(0)
+        if results[0][1] is None:
+            return eps, None
+        return eps, torch.stack([view.inverse_variance(v) for (_, v), view in zip(results, views)]).mean(0)
+    return estimate
+
+
+def low_pass(x: torch.Tensor, kernel_size: int = 33, sigma: float = 2.0) -> torch.Tensor:
+    """Gaussian blur (torchvision), the hybrid images' low-pass filter."""
+    if min(x.shape[-2:]) <= kernel_size // 2:
+        raise ValueError(f"a {kernel_size}-pixel blur kernel needs images larger than {kernel_size // 2} pixels "
+                         f"a side (reflect padding); got {list(x.shape[-2:])}: use a smaller kernel_size")
+    return TF.gaussian_blur(x, [kernel_size, kernel_size], [sigma, sigma])
+
+
+def hybrid(low: Estimate, high: Estimate, kernel_size: int = 33, sigma: float = 2.0) -> Estimate:
+    """Factorized diffusion: eps = low_pass(eps_low) + (eps_high - low_pass(eps_high)); variances averaged."""
+    def estimate(x, t):
+        eps_low, var_low = low(x, t)
+        eps_high, var_high = high(x, t)
+        eps = low_pass(eps_low, kernel_size, sigma) + eps_high - low_pass(eps_high, kernel_size, sigma)
+        return eps, None if var_low is None else (var_low + var_high) / 2
+    return estimate
