@@ -106,3 +106,22 @@ def test_sdedit_and_guidance_shapes(image):
     assert torch.allclose(eps, image * (0.1 + 7 * 0.1))
     out = diffusion.sdedit(estimate, image, 20, diffusion.strided_timesteps(), AC, torch.Generator().manual_seed(0))
     assert out.shape == image.shape and torch.isfinite(out).all()
+
+
+def test_ddpm_step_agrees_with_diffusers_scheduler():
+    from diffusers import DDPMScheduler
+
+    # DeepFloyd IF stage 1's scheduler, without the clipping and thresholding the course's loop leaves out.
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
+                              variance_type="learned_range", prediction_type="epsilon",
+                              clip_sample=False, thresholding=False)
+    timesteps = diffusion.strided_timesteps()
+    scheduler.set_timesteps(timesteps=timesteps)
+    g = torch.Generator().manual_seed(0)
+    x_t = torch.randn(2, 3, 8, 8, generator=g)
+    eps, v = torch.randn(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
+    for t, t_prev in ((990, 960), (690, 660), (30, 0)):
+        expected = scheduler.step(torch.cat([eps, v], 1), t, x_t, generator=torch.Generator().manual_seed(t)).prev_sample
+        ours = diffusion.ddpm_step(x_t, t, t_prev, eps, scheduler.alphas_cumprod, v, torch.Generator().manual_seed(t))
+        assert torch.allclose(ours, expected, atol=1e-5), (t, (ours - expected).abs().max())
+    assert torch.allclose(AC.float(), scheduler.alphas_cumprod, atol=1e-6)
