@@ -1,21 +1,23 @@
 """The sample-quality figures of the flow-matching checkpoints, measured with the project's classifier.
 
     .venv/bin/python benchmarks/sample_quality.py [--profile cpu] [--per-class 100] [--seed 0]
-                                                  [--guidance 1 3 5 7] [--skip-time-only]
+                                                  [--guidance 1 3 5 7] [--models class time]
+                                                  [--weights model ema]
 
 Prints, for 10 x per-class samples (and as many for the time-only models):
 - the classifier's test accuracy, and the real-data floor of the Frechet distance (real training images
   against the test set, same count);
 - the class-conditioned model: accuracy and Frechet distance for gamma in {1, 3, 5, 7} with 50 Euler steps,
   and Heun at 6 and 10 steps (11 and 19 model evaluations) at gamma = 5;
-- each time-only model: fraction classified with confidence > 0.9 and Frechet distance, Euler 50 vs Heun.
+- each time-only model: fraction classified with confidence > 0.9 and Frechet distance, Euler 50 vs Heun;
+each for the optimizer's last weights and for their exponential moving average (``--weights``).
 """
 import argparse
 import time
 
 import torch
 
-from helpers import checkpoint, data, metrics
+from helpers import checkpoint, data, metrics, runtime
 from helpers.classifier import trained_classifier
 from helpers.flow_matching import FlowMatching
 from helpers.models import load_trained
@@ -29,11 +31,15 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0, 5.0, 7.0],
                         help="the gamma values of the Euler sweep")
-    parser.add_argument("--skip-time-only", action="store_true", help="measure the class-conditioned model only")
+    parser.add_argument("--models", nargs="+", choices=("class", "time"), default=["class", "time"],
+                        help="class: the class-conditioned model; time: the two time-only models")
+    parser.add_argument("--weights", nargs="+", choices=("model", "ema"), default=["model", "ema"],
+                        help="the last weights, their moving average, or both")
     args = parser.parse_args()
     count = 10 * args.per_class
 
-    classifier = trained_classifier(profile=args.profile)
+    device = runtime.pick_device()
+    classifier = trained_classifier(device, profile=args.profile)
     test_x, test_y = data.load_mnist("test")
     train_x, _ = data.load_mnist("train")
     test_features, test_probabilities = metrics.classify(classifier, test_x)
@@ -44,26 +50,27 @@ def main():
           f"confident > 0.9 {floor['confident > 0.9']:.3f}")
 
     labels = torch.arange(10).repeat_interleave(args.per_class)
-    model = load_trained(checkpoint.run_dir("flow_class_course_decay", args.profile))
-    print(f"class-conditioned course UNet, {count} samples ({args.per_class} per digit):")
-    settings = [(g, 50, "euler") for g in args.guidance] + [(5.0, 6, "heun"), (5.0, 10, "heun")]
-    for guidance, steps, method in settings:
-        start = time.perf_counter()
-        samples = generate(model, count, steps, args.seed, labels, guidance, method)
-        q = metrics.sample_quality(classifier, samples, test_features, labels)
-        print(f"  gamma {guidance:g}, {method} {steps:2d} steps ({FlowMatching.evaluations(steps, method):2d} evaluations): "
-              f"accuracy {q['accuracy']:.4f}, Frechet distance {q['Frechet distance']:.3f} "
-              f"({q['Frechet distance'] / floor['Frechet distance']:.2f} x floor) [{time.perf_counter() - start:.0f} s]")
-
-    for name in () if args.skip_time_only else ("flow_time_course", "flow_time_attention"):
-        model = load_trained(checkpoint.run_dir(name, args.profile))
-        print(f"time-only {name}, {count} samples:")
-        for steps, method in ((50, "euler"), (6, "heun"), (10, "heun")):
-            q = metrics.sample_quality(classifier, generate(model, count, steps, args.seed, method=method), test_features)
-            print(f"  {method} {steps:2d} steps ({FlowMatching.evaluations(steps, method):2d} evaluations): "
-                  f"confident > 0.9 {q['confident > 0.9']:.4f}, Frechet distance {q['Frechet distance']:.3f} "
-                  f"({q['Frechet distance'] / floor['Frechet distance']:.2f} x floor)")
-
+    for weights in args.weights:
+        if "class" in args.models:
+            model = load_trained(checkpoint.run_dir("flow_class_course_decay", args.profile), device, weights=weights)
+            print(f"class-conditioned course UNet ({weights} weights), {count} samples ({args.per_class} per digit):")
+            settings = [(g, 50, "euler") for g in args.guidance] + [(5.0, 6, "heun"), (5.0, 10, "heun")]
+            for guidance, steps, method in settings:
+                start = time.perf_counter()
+                samples = generate(model, count, steps, args.seed, labels, guidance, method)
+                q = metrics.sample_quality(classifier, samples, test_features, labels)
+                print(f"  gamma {guidance:g}, {method} {steps:2d} steps ({FlowMatching.evaluations(steps, method):2d} "
+                      f"evaluations): accuracy {q['accuracy']:.4f}, Frechet distance {q['Frechet distance']:.3f} "
+                      f"({q['Frechet distance'] / floor['Frechet distance']:.2f} x floor) [{time.perf_counter() - start:.0f} s]")
+        for name in ("flow_time_course", "flow_time_attention") if "time" in args.models else ():
+            model = load_trained(checkpoint.run_dir(name, args.profile), device, weights=weights)
+            print(f"time-only {name} ({weights} weights), {count} samples:")
+            for steps, method in ((50, "euler"), (6, "heun"), (10, "heun")):
+                q = metrics.sample_quality(classifier, generate(model, count, steps, args.seed, method=method),
+                                           test_features)
+                print(f"  {method} {steps:2d} steps ({FlowMatching.evaluations(steps, method):2d} evaluations): "
+                      f"confident > 0.9 {q['confident > 0.9']:.4f}, Frechet distance {q['Frechet distance']:.3f} "
+                      f"({q['Frechet distance'] / floor['Frechet distance']:.2f} x floor)")
 
 if __name__ == "__main__":
     main()

@@ -19,10 +19,13 @@ def build(config: dict) -> torch.nn.Module:
     return MODELS[name](**{k: v for k, v in config.items() if k != "name"})
 
 
-def load_trained(path, device="cpu", made_by: str = "its training cell") -> torch.nn.Module:
+def load_trained(path, device="cpu", made_by: str = "its training cell", weights: str = "model") -> torch.nn.Module:
     """The model stored in a finished training run's ``last.pt`` (or a run folder), in eval mode.
 
-    `made_by` names what trains it, for the error when it is missing (e.g. "notebook 02")."""
+    `made_by` names what trains it, for the error when it is missing (e.g. "notebook 02"). `weights` is
+    ``"model"`` (the optimizer's last weights) or ``"ema"`` (their exponential moving average)."""
+    if weights not in ("model", "ema"):
+        raise ValueError(f"weights must be 'model' or 'ema', not {weights!r}")
     path = Path(path)
     if path.is_dir() or not path.suffix:
         path = path / "last.pt"
@@ -36,6 +39,9 @@ def load_trained(path, device="cpu", made_by: str = "its training cell") -> torc
     if state["epoch"] < epochs:
         raise ckpt.CheckpointError(
             f"{path} is unfinished (epoch {state['epoch']} of {epochs}): run its training cell again to finish it.")
+    if weights not in state:
+        raise ckpt.CheckpointError(f"{path} holds no {weights!r} weights (it predates weight averaging): "
+                                   "retrain it (WORKBOOK_RETRAIN=1) to get them.")
     model = build(state["config"]["model"]).to(device)
-    ckpt.load_weights(model, state["model"], path)
+    ckpt.load_weights(model, state[weights], path)
     return model.eval()

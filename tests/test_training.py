@@ -5,7 +5,8 @@ import torch
 from helpers import checkpoint as ckpt
 from helpers.course_unet import CourseUNet
 from helpers.denoise import denoising_loss
-from helpers.training import TrainConfig, load_snapshot, train
+from helpers.models import load_trained
+from helpers.training import TrainConfig, _ema_decay, load_snapshot, train
 
 CONFIG = TrainConfig(epochs=3, batch_size=16, lr=1e-3, seed=7, lr_decay=0.9, snapshot_epochs=(1, 3))
 
@@ -47,6 +48,29 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     assert len(result.history) == 3 * 3
+    reference_ema = torch.load(tmp_path / "reference" / "last.pt", weights_only=True)["ema"]
+    resumed_ema = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["ema"]
+    assert all(torch.equal(reference_ema[k], resumed_ema[k]) for k in reference_ema)
+
+
+def test_ema_weights_follow_the_recursion(tmp_path):
+    seen = []  # the weights before each optimizer step; the final ones are read after training
+
+    def recording_loss(model, batch):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return loss(model, batch)
+
+    model = fresh_model()
+    train(model, recording_loss, tiny_data(), CONFIG, tmp_path, progress=False)
+    after_each_step = seen[1:] + [model.state_dict()]
+    expected = {k: v.clone() for k, v in seen[0].items() if v.is_floating_point()}
+    for n, weights in enumerate(after_each_step):
+        d = _ema_decay(n)
+        expected = {k: d * expected[k] + (1 - d) * weights[k] for k in expected}
+    ema = load_trained(tmp_path, weights="ema").state_dict()
+    for k, v in ema.items():  # averaged floats; counters such as BatchNorm's num_batches_tracked copied
+        torch.testing.assert_close(v, expected[k] if k in expected else model.state_dict()[k], rtol=1e-5, atol=1e-6)
+    assert not torch.equal(ema["head.weight"], model.state_dict()["head.weight"])
 
 
 def test_finished_checkpoint_is_loaded_not_retrained(tmp_path):
