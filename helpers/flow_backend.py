@@ -1,0 +1,86 @@
+"""The project's diffusion backend: notebook 03's class-conditioned flow model, read as a DDPM noise predictor.
+
+DeepFloyd IF's tricks speak DDPM: x_t = a x0 + b eps with a = sqrt(abar_t), b = sqrt(1 - abar_t), and a
+model that predicts eps. The flow model knows the straight path z_s = (1 - s) x0 + s x1 (x1 ~ N(0, I))
+and predicts v = E[x1 - x0 | z_s]. The two are the same family of points up to a scale:
+
+    x_t / (a + b) = a / (a + b) x0 + b / (a + b) eps = (1 - s) x0 + s eps,   s = b / (a + b),
+
+so z = x_t / (a + b) is the path point at time s with x1 = eps. On the path x0 = z - s v and
+x1 = z + (1 - s) v, hence
+
+    eps_hat(x_t, t, c) = z + (1 - s) v(z, s, c).
+
+eps_hat is affine in v, so classifier-free guidance on eps equals guidance on v with the same gamma.
+The schedule is DeepFloyd IF's (1000 steps, squaredcos_cap_v2), so the same strided timesteps
+990, 960, ..., 0 apply. "Prompts" are digits: "a photo of the digit 6" (any text naming one digit,
+"6" or "six") embeds as class 6, and the empty prompt as the null class the model was trained with.
+"""
+import re
+
+import torch
+from diffusers import DDPMScheduler
+
+from . import checkpoint
+from .models import load_trained
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+IMAGE_SHAPE = (1, 32, 32)
+
+
+def deepfloyd_alphas_cumprod() -> torch.Tensor:
+    """abar_t, t = 0 .. 999, of DeepFloyd IF's scheduler configuration (float64)."""
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    return scheduler.alphas_cumprod.double()
+
+
+def path_time(abar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, a + b) for abar: the flow time of x_t and the scale that maps x_t onto the straight path."""
+    a, b = abar.sqrt(), (1 - abar).sqrt()
+    return b / (a + b), a + b
+
+
+class FlowNoisePredictor:
+    """A class-conditioned velocity model ``model(z, s, labels)`` exposed as ``eps(x_t, t, embedding)``."""
+
+    def __init__(self, model: torch.nn.Module, alphas_cumprod: torch.Tensor | None = None):
+        self.model = model.eval()
+        self.num_classes = model.config.get("num_classes", 0)
+        if not self.num_classes:
+            raise ValueError("the project backend needs a class-conditioned flow model (notebook 03's), "
+                             "not a time-only one")
+        self.alphas_cumprod = deepfloyd_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
+        self.device = next(model.parameters()).device
+        self.name = "project flow model (MNIST digits)"
+        self.image_shape = IMAGE_SHAPE
+
+    def embed(self, prompt: str) -> torch.Tensor:
+        """The class label a prompt names: '' -> the null class; 'a photo of the digit 6' / 'six' -> 6."""
+        text = prompt.strip().lower()
+        if not text:
+            return torch.tensor(self.num_classes)
+        found = {int(d) for d in re.findall(r"\d", text)}
+        found |= {i for i, word in enumerate(DIGIT_WORDS) if re.search(rf"\b{word}\b", text)}
+        if len(found) != 1:
+            raise ValueError(f"the project backend understands prompts that name exactly one digit, such as "
+                             f"'a photo of the digit 6'; {prompt!r} names {sorted(found) or 'none'}")
+        return torch.tensor(found.pop())
+
+    @torch.no_grad()
+    def eps(self, x_t: torch.Tensor, t: int, embedding: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """eps_hat = z + (1 - s) v(z, s, c) with z = x_t / (a + b), s = b / (a + b); no learned variance."""
+        if x_t.dim() != 4 or tuple(x_t.shape[1:]) != IMAGE_SHAPE:
+            raise ValueError(f"the project backend works on [B, 1, 32, 32] images in [-1, 1], got "
+                             f"{list(x_t.shape)}: load images with helpers.images.load_image(..., size=32, channels=1)")
+        s, scale = path_time(self.alphas_cumprod[t])
+        s, scale = float(s), float(scale)
+        z = x_t / scale
+        labels = embedding.to(self.device).reshape(-1).expand(x_t.shape[0])
+        v = self.model(z, torch.full((x_t.shape[0],), s, device=x_t.device, dtype=x_t.dtype), labels)
+        return z + (1 - s) * v, None
+
+
+def project_backend(profile: str, device="cpu") -> FlowNoisePredictor:
+    """The backend built on notebook 03's shipped checkpoint (exponential-decay run) for `profile`."""
+    model = load_trained(checkpoint.run_dir("flow_class_course_decay", profile), device, "notebook 03")
+    return FlowNoisePredictor(model)

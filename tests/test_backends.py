@@ -1,0 +1,121 @@
+"""The two backends of the sampling tricks: the project's flow model read as a noise predictor, and
+DeepFloyd IF's interface on a tiny random UNet of IF's shape (no download)."""
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from torch import nn
+
+from helpers import deepfloyd, diffusion
+from helpers.classifier import trained_classifier
+from helpers.flow_backend import FlowNoisePredictor, path_time, project_backend
+
+SCHEDULER = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", variance_type="learned_range")
+
+
+class OnePointVelocity(nn.Module):
+    """The exact flow-matching velocity when the data is the single image x0: v(z, s) = (z - x0) / s."""
+
+    def __init__(self, x0):
+        super().__init__()
+        self.x0 = nn.Parameter(x0, requires_grad=False)
+        self.config = {"num_classes": 10}
+
+    def forward(self, z, s, labels):
+        return (z - self.x0) / s.view(-1, 1, 1, 1)
+
+
+def test_flow_model_as_noise_predictor_recovers_the_true_noise():
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand(1, 1, 32, 32, generator=gen, dtype=torch.float64) * 2 - 1
+    backend = FlowNoisePredictor(OnePointVelocity(x0).double())
+    assert torch.equal(backend.alphas_cumprod, SCHEDULER.alphas_cumprod.double())
+    for t in (990, 500, 30, 0):
+        noise = torch.randn(3, 1, 32, 32, generator=gen, dtype=torch.float64)
+        x_t = diffusion.forward(x0, t, SCHEDULER.alphas_cumprod.double(), noise)
+        eps, variance = backend.eps(x_t, t, backend.embed("a photo of the digit 6"))
+        assert variance is None
+        torch.testing.assert_close(eps, noise, rtol=1e-9, atol=1e-9)
+
+
+def test_path_time_maps_the_ddpm_point_onto_the_straight_path():
+    abar = SCHEDULER.alphas_cumprod.double()[[0, 300, 990]]
+    s, scale = path_time(abar)
+    torch.testing.assert_close(abar.sqrt() / scale, 1 - s)  # x0's weight after scaling is 1 - s
+    assert s[0] < 0.01 and s[-1] > 0.98
+
+
+def test_digit_prompts():
+    backend = FlowNoisePredictor(OnePointVelocity(torch.zeros(1, 1, 32, 32)))
+    assert backend.embed("a photo of the digit 6").item() == 6
+    assert backend.embed("an oil painting of a seven").item() == 7
+    assert backend.embed("").item() == 10  # the null class
+    with pytest.raises(ValueError, match="exactly one digit"):
+        backend.embed("a 6 and a 9")
+    with pytest.raises(ValueError, match=r"\[B, 1, 32, 32\]"):
+        backend.eps(torch.zeros(1, 3, 64, 64), 500, backend.embed("6"))
+
+
+def test_shipped_project_backend_draws_the_digit_it_is_asked_for():
+    backend = project_backend("cpu")
+    classifier = trained_classifier(profile="cpu")
+    gen = torch.Generator().manual_seed(0)
+    labels = []
+    for digit in range(10):
+        estimate = diffusion.guided(backend, backend.embed(f"a photo of the digit {digit}"), backend.embed(""), 7.0)
+        x = torch.randn(2, 1, 32, 32, generator=gen)
+        labels.append(classifier(diffusion.iterative_denoise(estimate, x, 0, diffusion.strided_timesteps(),
+                                                             backend.alphas_cumprod, gen).clamp(-1, 1)).argmax(1))
+    accuracy = (torch.cat(labels) == torch.arange(10).repeat_interleave(2)).float().mean()
+    assert accuracy >= 0.9
+
+
+@pytest.fixture(scope="module")
+def tiny_if():
+    """A randomly initialised UNet of IF's shape (3 channels in, 6 out, cross-attention on text), IF's scheduler."""
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=32, in_channels=3, out_channels=6, layers_per_block=1,
+                                block_out_channels=(8, 16), norm_num_groups=4, cross_attention_dim=12,
+                                attention_head_dim=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+    gen = torch.Generator().manual_seed(1)
+    embeddings = {p: torch.randn(1, 77, 12, generator=gen) for p in ("", "an oil painting of a man", "a waterfall")}
+    return deepfloyd.DeepFloydBackend(unet, SCHEDULER, embeddings)
+
+
+def test_every_trick_runs_on_an_if_shaped_backend(tiny_if):
+    backend, ac = tiny_if, tiny_if.alphas_cumprod
+    timesteps = diffusion.strided_timesteps(990, 330)  # 990, 660, 330, 0: short, same code path
+    gen = torch.Generator().manual_seed(2)
+    image = torch.rand(1, 3, 32, 32, generator=gen) * 2 - 1
+    man, falls, null = (backend.embed(p) for p in ("an oil painting of a man", "a waterfall", ""))
+    eps, variance = backend.eps(diffusion.forward(image, 500, ac, generator=gen), 500, man)
+    assert eps.shape == variance.shape == (1, 3, 32, 32)
+
+    cfg = diffusion.guided(backend, man, null, 7.0)
+    outputs = {
+        "sample": diffusion.iterative_denoise(cfg, torch.randn(2, 3, 32, 32, generator=gen), 0, timesteps, ac, gen),
+        "sdedit": diffusion.sdedit(cfg, image, 1, timesteps, ac, gen),
+        "inpaint": diffusion.inpaint(cfg, image, (torch.arange(32) < 16).float().expand(32, 32), timesteps, ac, gen),
+        "anagram": diffusion.iterative_denoise(
+            diffusion.anagram([cfg, diffusion.guided(backend, falls, null, 7.0)], [diffusion.IDENTITY, diffusion.FLIP]),
+            torch.randn(1, 3, 32, 32, generator=gen), 0, timesteps, ac, gen),
+        "hybrid": diffusion.iterative_denoise(
+            diffusion.hybrid(cfg, diffusion.guided(backend, falls, null, 7.0)),
+            torch.randn(1, 3, 32, 32, generator=gen), 0, timesteps, ac, gen),
+    }
+    for name, out in outputs.items():
+        assert out.shape[1:] == (3, 32, 32) and torch.isfinite(out).all(), name
+
+
+def test_if_backend_refuses_unencoded_prompts_and_wrong_shapes(tiny_if):
+    with pytest.raises(KeyError, match="was not encoded"):
+        tiny_if.embed("a photo of a dog")
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        tiny_if.eps(torch.zeros(1, 1, 32, 32), 500, tiny_if.embed(""))
+
+
+def test_load_deepfloyd_says_why_it_cannot_run_here():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present; whether the weights are reachable depends on the account")
+    with pytest.raises(deepfloyd.DeepFloydUnavailable, match="CUDA GPU"):
+        deepfloyd.load_deepfloyd(["a photo of a dog"])
