@@ -31,6 +31,12 @@ class Backend(Protocol):
         ...
 
 
+def randn(shape, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """N(0, I) drawn on the generator's device (a CPU generator works for GPU images), then moved to `like`'s."""
+    device = generator.device if generator is not None else like.device
+    return torch.randn(tuple(shape), generator=generator, device=device, dtype=like.dtype).to(like.device)
+
+
 def strided_timesteps(start: int = 990, stride: int = 30) -> list[int]:
     """[990, 960, ..., 30, 0]: the course's schedule; `i_start` indexes it."""
     return list(range(start, -1, -stride))
@@ -44,7 +50,7 @@ def forward(x0: torch.Tensor, t: int, alphas_cumprod: torch.Tensor, noise: torch
             generator: torch.Generator | None = None) -> torch.Tensor:
     """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, eps ~ N(0, I) unless `noise` is given."""
     if noise is None:
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        noise = randn(x0.shape, x0, generator)
     abar = _abar(alphas_cumprod, t, x0)
     return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
@@ -81,8 +87,7 @@ def add_variance(mean: torch.Tensor, t: int, t_prev: int, alphas_cumprod, predic
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """mean + exp(log var / 2) z, z ~ N(0, I): the stochastic half of the DDPM step."""
     log_var = posterior_log_variance(t, t_prev, alphas_cumprod, predicted).to(device=mean.device, dtype=mean.dtype)
-    z = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-    return mean + torch.exp(0.5 * log_var) * z
+    return mean + torch.exp(0.5 * log_var) * randn(mean.shape, mean, generator)
 
 
 def ddpm_step(x_t, t: int, t_prev: int, eps, alphas_cumprod, predicted=None, generator=None) -> torch.Tensor:
@@ -108,6 +113,13 @@ def iterative_denoise(estimate: Estimate, x: torch.Tensor, i_start: int, timeste
             x = after_step(x, t_prev)
         trajectory.append(x)
     return (x, trajectory) if return_trajectory else x
+
+
+def sample(estimate: Estimate, n: int, shape, timesteps: list[int], alphas_cumprod, device="cpu",
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sampling from scratch: pure noise at timesteps[0], denoised all the way, clipped to [-1, 1]."""
+    x = randn((n, *shape), torch.empty(0, device=device), generator)
+    return iterative_denoise(estimate, x, 0, timesteps, alphas_cumprod, generator).clamp(-1, 1)
 
 
 def conditional(backend: Backend, embedding) -> Estimate:
@@ -141,8 +153,7 @@ def inpaint(estimate: Estimate, image: torch.Tensor, mask: torch.Tensor, timeste
     def keep_known(x, t):
         return mask * x + (1 - mask) * forward(image, t, alphas_cumprod, generator=generator)
 
-    start = keep_known(torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype),
-                       timesteps[0])
+    start = keep_known(randn(image.shape, image, generator), timesteps[0])
     return iterative_denoise(estimate, start, 0, timesteps, alphas_cumprod, generator, keep_known,
                              return_trajectory)
 

@@ -55,6 +55,12 @@ SETTINGS = {
                     candidates=(3, 5, 7, 9, 11, 13, 15, 19, 23, 27, 31)),
         "smoke": dict(machine_train_images=16, noises=6, steps=4, calibration_noises=2, candidates=(3, 7, 11)),
     },
+    # Diffusion sampling tricks (notebook 04): every run uses the strided timesteps 990, 960, ..., 0; the
+    # profiles differ in how many samples the measured figures use.
+    "tricks": {
+        "full": dict(shown=5, per_digit=100, anagram_seeds=20, guidance=7.0),
+        "smoke": dict(shown=2, per_digit=2, anagram_seeds=2),
+    },
     "classifier": {
         "full": dict(width=32, batch_size=128, lr=2e-3, epochs=3, train_images=60_000),
         "smoke": dict(width=8, epochs=1, train_images=512),
