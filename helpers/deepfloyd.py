@@ -67,7 +67,7 @@ class DeepFloydBackend:
         out = self.upsampler(image=images.to(self.device, self.unet.dtype), prompt_embeds=embedding,
                              negative_prompt_embeds=null, num_inference_steps=steps, output_type="pt",
                              generator=torch.Generator(self.device).manual_seed(seed)).images
-        return out.float().cpu() * 2 - 1
+        return out.float().cpu().clamp(-1, 1)  # output_type "pt" is the model's own [-1, 1] range
 
 
 def _free(*objects) -> None:
