@@ -70,13 +70,6 @@ class DeepFloydBackend:
         return out.float().cpu().clamp(-1, 1)  # output_type "pt" is the model's own [-1, 1] range
 
 
-def _free(*objects) -> None:
-    del objects
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def load_deepfloyd(prompts: list[str], device="cuda", upsample: bool = True) -> DeepFloydBackend:
     """Encode `prompts` (and the empty prompt) with T5, free it, then load stage 1 (and stage 2) in fp16."""
     if not torch.cuda.is_available():
@@ -96,7 +89,9 @@ def load_deepfloyd(prompts: list[str], device="cuda", upsample: bool = True) -> 
         for prompt in dict.fromkeys(["", *prompts]):
             embedding, _ = encoder_pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device=device)
             embeddings[prompt] = embedding.detach()
-        _free(encoder, encoder_pipe)
+        del encoder, encoder_pipe  # the last references: T5's ~9 GB can now be released before the UNet loads
+        gc.collect()
+        torch.cuda.empty_cache()
         stage_1 = DiffusionPipeline.from_pretrained(STAGE_1, text_encoder=None, **fp16).to(device)
         stage_2 = (DiffusionPipeline.from_pretrained(STAGE_2, text_encoder=None, **fp16).to(device)
                    if upsample else None)
