@@ -144,11 +144,14 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: tuple, config: TrainC
 @torch.no_grad()
 def _update_ema(ema: dict, model: torch.nn.Module, decay: float) -> None:
     """ema <- decay ema + (1 - decay) theta for floating-point entries; others (counters) are copied."""
-    floats = [(ema[k], v) for k, v in model.state_dict().items() if v.is_floating_point()]
-    torch._foreach_lerp_([e for e, _ in floats], [v for _, v in floats], 1.0 - decay)
+    averaged, current = [], []
     for k, v in model.state_dict().items():
-        if not v.is_floating_point():
+        if v.is_floating_point():
+            averaged.append(ema[k])
+            current.append(v)
+        else:
             ema[k].copy_(v)
+    torch._foreach_lerp_(averaged, current, 1.0 - decay)
 
 
 def load_snapshot(model: torch.nn.Module, run_dir, epoch: int) -> torch.nn.Module:
