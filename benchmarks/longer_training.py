@@ -11,8 +11,6 @@ confidence > 0.9 and the Frechet distance, beside the real-data floor.
 import argparse
 import time
 
-import torch
-
 from helpers import checkpoint, data, metrics, profile, runtime
 from helpers.attention_unet import AttentionUNet
 from helpers.classifier import trained_classifier
@@ -29,6 +27,8 @@ def main():
     parser.add_argument("--model", choices=("course", "attention"), default="attention")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--time-sampling", choices=FlowMatching.TIME_SAMPLINGS, default="uniform",
+                        help="how training draws t (logit-normal weights the middle of the path)")
     args = parser.parse_args()
     cfg = profile.settings("flow_time", args.profile)
     device = runtime.pick_device()
@@ -40,17 +40,18 @@ def main():
     train_x, _ = data.load_mnist("train")
     config = TrainConfig(epochs=args.epochs, batch_size=cfg.batch_size, lr=lr, lr_decay=0.1 ** (1 / args.epochs),
                          seed=0)
-    run_dir = checkpoint.run_dir(f"flow_time_{args.model}_{args.epochs}epochs", args.profile)
+    suffix = "" if args.time_sampling == "uniform" else f"_{args.time_sampling}"
+    run_dir = checkpoint.run_dir(f"flow_time_{args.model}_{args.epochs}epochs{suffix}", args.profile)
     start = time.perf_counter()
-    train(model.to(device), FlowMatching(model).training_loss, (train_x[:images],), config, run_dir, device=device)
-    print(f"[{args.profile}] {args.model} UNet, {args.epochs} epochs of {images:,} images, batch {cfg.batch_size}: "
+    train(model.to(device), FlowMatching(model, time_sampling=args.time_sampling).training_loss, (train_x[:images],), config, run_dir, device=device)
+    print(f"[{args.profile}] {args.model} UNet, {args.epochs} epochs of {images:,} images, batch {cfg.batch_size}, "
+          f"{args.time_sampling} t: "
           f"{time.perf_counter() - start:.0f} s on {device}")
 
     classifier = trained_classifier(device, profile=args.profile)
     test_x, _ = data.load_mnist("test")
     test_features, _ = metrics.classify(classifier, test_x)
-    real = train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))[:args.samples]]
-    floor = metrics.sample_quality(classifier, real, test_features)
+    floor = metrics.real_data_floor(classifier, train_x, test_features, args.samples)
     print(f"floor: {args.samples} real digits, confident > 0.9 {floor['confident > 0.9']:.3f}, "
           f"Frechet distance {floor['Frechet distance']:.2f}")
     for weights in ("model", "ema"):

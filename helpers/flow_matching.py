@@ -1,6 +1,6 @@
 """Flow matching on the straight path from data (t = 0) to noise (t = 1).
 
-    x_t = (1 - t) x0 + t x1,   x0 ~ data,  x1 ~ N(0, I),  t ~ U[0, 1]
+    x_t = (1 - t) x0 + t x1,   x0 ~ data,  x1 ~ N(0, I),  t ~ U[0, 1]  (or logit-normal: t = sigmoid(n), n ~ N(0, 1))
     target velocity  v = d x_t / d t = x1 - x0,   loss = E || v_theta(x_t, t, c) - (x1 - x0) ||^2
 
 Sampling integrates dx/dt = v from t = 1 to t = 0. Euler with T steps: ``x <- x - v_hat / T``.
@@ -16,8 +16,14 @@ import torch.nn.functional as F
 class FlowMatching:
     """Loss and samplers around a velocity model ``model(x_t, t, labels=None)``."""
 
-    def __init__(self, model: torch.nn.Module, num_classes: int = 0, p_uncond: float = 0.1):
+    TIME_SAMPLINGS = ("uniform", "logit_normal")
+
+    def __init__(self, model: torch.nn.Module, num_classes: int = 0, p_uncond: float = 0.1,
+                 time_sampling: str = "uniform"):
+        if time_sampling not in self.TIME_SAMPLINGS:
+            raise ValueError(f"time_sampling must be one of {self.TIME_SAMPLINGS}, not {time_sampling!r}")
         self.model, self.num_classes, self.p_uncond = model, num_classes, p_uncond
+        self.time_sampling = time_sampling
 
     @property
     def null_label(self) -> int:
@@ -26,7 +32,7 @@ class FlowMatching:
     def loss(self, x0: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """MSE between the predicted and the true velocity at a random time of the straight path."""
         x1 = torch.randn_like(x0)
-        t = torch.rand(x0.shape[0], device=x0.device, dtype=x0.dtype)
+        t = self.training_times(x0.shape[0], x0.device, x0.dtype)
         tb = t.view(-1, *[1] * (x0.dim() - 1))
         x_t = (1 - tb) * x0 + tb * x1
         if self.num_classes:
@@ -36,6 +42,13 @@ class FlowMatching:
         else:
             prediction = self.model(x_t, t)
         return F.mse_loss(prediction, x1 - x0)
+
+    def training_times(self, n: int, device, dtype) -> torch.Tensor:
+        """n times in (0, 1): uniform, or logit-normal (Esser et al. 2024), which trains mid-path times most,
+        where the sample's identity is decided, and the nearly trivial ends least."""
+        if self.time_sampling == "logit_normal":
+            return torch.sigmoid(torch.randn(n, device=device, dtype=dtype))
+        return torch.rand(n, device=device, dtype=dtype)
 
     def training_loss(self, model, batch) -> torch.Tensor:
         """The hook `helpers.training.train` calls: batch = (images,) or (images, labels)."""

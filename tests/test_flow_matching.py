@@ -28,6 +28,18 @@ def test_loss_builds_the_straight_path_and_its_velocity():
     assert torch.allclose(loss, ((x1 - x0) ** 2).mean())  # the model predicted zero velocity
 
 
+def test_logit_normal_times_concentrate_mid_path():
+    """t = sigmoid(n), n ~ N(0, 1): P(sigmoid(-1) < t < sigmoid(1)) = P(|n| < 1) = 0.683; uniform gives 0.462."""
+    inner = lambda t: ((t > torch.sigmoid(torch.tensor(-1.0))) & (t < torch.sigmoid(torch.tensor(1.0)))).float().mean()
+    torch.manual_seed(0)
+    logit_normal = FlowMatching(Recorder(), time_sampling="logit_normal").training_times(100_000, "cpu", torch.float32)
+    uniform = FlowMatching(Recorder()).training_times(100_000, "cpu", torch.float32)
+    assert 0.0 < logit_normal.min() and logit_normal.max() < 1.0
+    assert abs(inner(logit_normal) - 0.683) < 0.01 and abs(inner(uniform) - 0.462) < 0.01
+    with pytest.raises(ValueError, match="time_sampling must be one of"):
+        FlowMatching(Recorder(), time_sampling="cosine")
+
+
 def test_class_dropout_uses_the_null_label():
     model = Recorder()
     fm = FlowMatching(model, num_classes=10, p_uncond=0.1)
