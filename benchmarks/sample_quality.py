@@ -44,8 +44,7 @@ def main():
     train_x, _ = data.load_mnist("train")
     test_features, test_probabilities = metrics.classify(classifier, test_x)
     print(f"[{args.profile}] classifier test accuracy {metrics.accuracy(test_probabilities, test_y):.4f}")
-    real = train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(args.seed))[:count]]
-    floor = metrics.sample_quality(classifier, real, test_features)
+    floor = metrics.real_data_floor(classifier, train_x, test_features, count, args.seed)
     print(f"floor: {count} real training images: Frechet distance {floor['Frechet distance']:.3f}, "
           f"confident > 0.9 {floor['confident > 0.9']:.3f}")
 

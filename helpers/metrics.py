@@ -58,6 +58,14 @@ def sample_quality(classifier, samples: torch.Tensor, reference_features: torch.
     return quality
 
 
+def real_data_floor(classifier, train_images: torch.Tensor, reference_features: torch.Tensor, count: int,
+                    seed: int = 0) -> dict:
+    """`sample_quality` of `count` real training images drawn with `seed`: the best any generator can score
+    at that sample count (the Frechet distance of a finite sample to the reference is never zero)."""
+    chosen = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[:count]
+    return sample_quality(classifier, train_images[chosen], reference_features)
+
+
 def agreement(images: torch.Tensor, reference: torch.Tensor) -> dict:
     """Per-image agreement between two image sets [B, C, H, W] (e.g. a machine's and a UNet's outputs).
 

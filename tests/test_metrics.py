@@ -31,6 +31,16 @@ def test_classifier_shapes_and_input_check():
         model(torch.randn(5, 1, 28, 28))
 
 
+def test_real_data_floor_is_the_quality_of_a_seeded_real_subset():
+    model = DigitClassifier(width=4)
+    images = torch.randn(40, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    reference, _ = classify(model, images)
+    floor = metrics.real_data_floor(model, images, reference, 20, seed=3)
+    chosen = torch.randperm(40, generator=torch.Generator().manual_seed(3))[:20]
+    assert floor == metrics.sample_quality(model, images[chosen], reference)
+    assert floor != metrics.real_data_floor(model, images, reference, 20, seed=4)
+
+
 def test_agreement_is_pearson_correlation_and_mse():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(3, 1, 4, 4, generator=g)
