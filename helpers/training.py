@@ -6,8 +6,10 @@ run the same cell again after an interruption (a Colab disconnect, a KeyboardInt
 from that checkpoint. Shuffling and the loss's random draws are seeded per epoch from (seed, epoch),
 so an interrupted-and-resumed run ends with the same weights as an uninterrupted one (on the CPU).
 A finished checkpoint with the same config is loaded instead of retraining; it keeps the weights and
-the loss history but drops the optimizer state, which only a resume needs. The snapshots kept for
-figures (``epoch_XXX.pt``) are stored in fp16; the last epoch's weights are ``last.pt`` itself.
+the loss history but drops the optimizer state, which only a resume needs, and stores the weights in
+fp16 (the trained model is left holding those same rounded weights, so a fresh run and a later load
+sample identically). The snapshots kept for figures (``epoch_XXX.pt``) are fp16 too; the last epoch's
+weights are ``last.pt`` itself.
 
 Every run also keeps an exponential moving average of the weights, stored as ``ema`` beside ``model``:
 
@@ -66,7 +68,7 @@ def snapshot_path(run_dir: Path, epoch: int) -> Path:
 
 
 def _half(state_dict: dict) -> dict:
-    """Floating-point tensors in fp16: a figure's snapshot does not need full precision."""
+    """Floating-point tensors in fp16: sampling does not need full precision, and shipped checkpoints stay small."""
     return {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
 
 
@@ -133,7 +135,10 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: tuple, config: TrainC
                              snapshot_path(run_dir, epoch))
         state = {"config": full_config, "epoch": epoch, "model": model.state_dict(), "ema": ema,
                  "history": result.history}
-        if not finished:
+        if finished:  # weights only, in fp16; the model keeps exactly the weights a later load gives
+            state["model"], state["ema"] = _half(state["model"]), _half(ema)
+            model.load_state_dict(state["model"])
+        else:
             state["optimizer"] = optimizer.state_dict()
             state["scheduler"] = scheduler.state_dict() if scheduler is not None else None
         ckpt.save_atomic(state, last)
