@@ -1,10 +1,11 @@
 """Longer training of a time-only flow model: does it close the gap to real digits?
 
     .venv/bin/python benchmarks/longer_training.py [--profile full] [--model attention] [--epochs 20]
+                                                   [--hidden D] [--time-sampling logit_normal]
 
 Trains notebook 02's model (`course` or `attention`) with its profile's settings but `--epochs` epochs
 (the learning-rate decay stretched to keep its ten-fold drop over the run) into
-``checkpoints/<profile>/flow_time_<model>_<epochs>epochs``, then prints, for 1,000 samples with 50 Euler
+``checkpoints/<profile>/flow_time_<model>_<epochs>epochs[_<time sampling>][_D<hidden>]``, then prints, for 1,000 samples with 50 Euler
 steps from the last and the moving-average weights, the fraction the project's classifier reads with
 confidence > 0.9 and the Frechet distance, beside the real-data floor.
 """
@@ -29,24 +30,26 @@ def main():
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--time-sampling", choices=FlowMatching.TIME_SAMPLINGS, default="uniform",
                         help="how training draws t (logit-normal weights the middle of the path)")
+    parser.add_argument("--hidden", type=int, help="the model's width D (default: the profile's)")
     args = parser.parse_args()
     cfg = profile.settings("flow_time", args.profile)
     device = runtime.pick_device()
     if args.model == "course":
-        model, lr, images = ConditionalCourseUNet(hidden=cfg.hidden, image_size=32), cfg.lr, cfg.train_images
+        model = ConditionalCourseUNet(hidden=args.hidden or cfg.hidden, image_size=32)
+        lr, images = cfg.lr, cfg.train_images
     else:
-        model = AttentionUNet(hidden=cfg.attention_hidden, image_size=32)
+        model = AttentionUNet(hidden=args.hidden or cfg.attention_hidden, image_size=32)
         lr, images = cfg.attention_lr, cfg.attention_train_images
     train_x, _ = data.load_mnist("train")
     config = TrainConfig(epochs=args.epochs, batch_size=cfg.batch_size, lr=lr, lr_decay=0.1 ** (1 / args.epochs),
                          seed=0)
-    suffix = "" if args.time_sampling == "uniform" else f"_{args.time_sampling}"
+    suffix = ("" if args.time_sampling == "uniform" else f"_{args.time_sampling}") + (
+        f"_D{args.hidden}" if args.hidden else "")
     run_dir = checkpoint.run_dir(f"flow_time_{args.model}_{args.epochs}epochs{suffix}", args.profile)
     start = time.perf_counter()
     train(model.to(device), FlowMatching(model, time_sampling=args.time_sampling).training_loss, (train_x[:images],), config, run_dir, device=device)
-    print(f"[{args.profile}] {args.model} UNet, {args.epochs} epochs of {images:,} images, batch {cfg.batch_size}, "
-          f"{args.time_sampling} t: "
-          f"{time.perf_counter() - start:.0f} s on {device}")
+    print(f"[{args.profile}] {args.model} UNet, D = {model.config['hidden']}, {args.epochs} epochs of {images:,} "
+          f"images, batch {cfg.batch_size}, {args.time_sampling} t: {time.perf_counter() - start:.0f} s on {device}")
 
     classifier = trained_classifier(device, profile=args.profile)
     test_x, _ = data.load_mnist("test")
