@@ -41,7 +41,7 @@ SETTINGS = {
         "full": dict(hidden=64, batch_size=64, lr=1e-2, lr_decay=0.1 ** (1 / 10), epochs=10, train_images=60_000,
                      clip_lr=1e-3, grad_clip=1.0, p_uncond=0.1, guidance=5.0, snapshot_epochs=(1, 5, 10), steps=50,
                      metric_samples_per_class=100, guidance_sweep=(1.0, 3.0, 5.0, 7.0), step_sweep=(5, 10, 20, 50)),
-        "cpu": dict(hidden=32, batch_size=64, lr=2e-3, clip_lr=1e-3, train_images=12_000,
+        "cpu": dict(hidden=32, batch_size=64, lr=2e-3, clip_lr=1e-3, train_images=10_000,
                     metric_samples_per_class=20),
         "smoke": dict(hidden=8, batch_size=64, lr=2e-3, clip_lr=1e-3, epochs=2, train_images=256,
                       snapshot_epochs=(1, 2), steps=5, metric_samples_per_class=2, guidance_sweep=(1.0, 5.0),
