@@ -83,7 +83,8 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: tuple, config: TrainC
     run_dir = Path(run_dir)
     device = torch.device(device or next(model.parameters()).device)
     model.to(device, memory_format=torch.channels_last)  # faster convolutions (benchmarks/train_throughput.py)
-    full_config = ckpt.normalise({"model": model.config, "train": asdict(config)})
+    # the number of training examples is part of the config: a profile that changes it must not reuse a run
+    full_config = ckpt.normalise({"model": model.config, "train": asdict(config), "data": {"examples": len(data[0])}})
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, config.lr_decay) if config.lr_decay else None
     result = TrainResult(run_dir=run_dir)

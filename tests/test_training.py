@@ -105,6 +105,8 @@ def test_other_config_is_refused_with_the_difference(tmp_path):
         train(fresh_model(), loss, tiny_data(), other, tmp_path, progress=False)
     with pytest.raises(ckpt.CheckpointError, match="model.hidden"):
         train(CourseUNet(hidden=6, image_size=28), loss, tiny_data(), CONFIG, tmp_path, progress=False)
+    with pytest.raises(ckpt.CheckpointError, match=r"data.examples: checkpoint has 48, this run asks for 32"):
+        train(fresh_model(), loss, (tiny_data()[0][:32],), CONFIG, tmp_path, progress=False)
 
 
 def test_architecture_mismatch_is_explained(tmp_path):
