@@ -8,6 +8,10 @@ Heun (second order, trapezoidal): ``x' = x - h v(x, t)``, ``x <- x - h/2 (v(x, t
 its last step (to t = 0) is an Euler step, as in EDM, so the model is never asked for v at t = 0.
 Classifier-free guidance: ``v_hat = v(x, t, null) + gamma (v(x, t, c) - v(x, t, null))``, with the class
 dropped to the null label with probability ``p_uncond`` during training.
+Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself"), which also works
+for a time-only model: ``v_hat = v_guide(x, t, c) + w (v(x, t, c) - v_guide(x, t, c))``, where the guide is a
+weaker model of the same data (here an early snapshot of the same run). Where the two disagree, the weak model's
+errors are the likely ones, and w > 1 steps away from them.
 """
 import torch
 import torch.nn.functional as F
@@ -54,37 +58,53 @@ class FlowMatching:
         """The hook `helpers.training.train` calls: batch = (images,) or (images, labels)."""
         return self.loss(*batch)
 
-    def velocity(self, x, t, labels=None, guidance: float = 1.0) -> torch.Tensor:
-        """Velocity at (x, t), guided with classifier-free guidance when labels are given."""
+    def velocity(self, x, t, labels=None, guidance: float = 1.0, guide: torch.nn.Module | None = None) -> torch.Tensor:
+        """Velocity at (x, t): with a `guide` model, autoguided with weight `guidance`; otherwise, when labels
+        are given, with classifier-free guidance of scale `guidance`."""
         t = torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)
-        if not self.num_classes:
-            return self.model(x, t)
+        if guide is not None:
+            strong = self._evaluate(self.model, x, t, labels)
+            if guidance == 1.0:
+                return strong
+            weak = self._evaluate(guide, x, t, labels)
+            return weak + guidance * (strong - weak)
+        if not self.num_classes or labels is None or guidance == 1.0:
+            return self._evaluate(self.model, x, t, labels)
         null = torch.full((x.shape[0],), self.null_label, device=x.device, dtype=torch.long)
-        if labels is None or guidance == 0.0:
+        if guidance == 0.0:
             return self.model(x, t, null)
-        if guidance == 1.0:
-            return self.model(x, t, labels)
         both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))
         conditional, unconditional = both.chunk(2)
         return unconditional + guidance * (conditional - unconditional)
 
+    def _evaluate(self, network, x, t, labels):
+        """`network`'s velocity, given the labels when this is a class-conditioned flow (the null label if none)."""
+        if not self.num_classes:
+            return network(x, t)
+        if labels is None:
+            labels = torch.full((x.shape[0],), self.null_label, device=x.device, dtype=torch.long)
+        return network(x, t, labels)
+
     @torch.no_grad()
     def sample(self, x1: torch.Tensor, steps: int = 50, labels=None, guidance: float = 1.0,
-               method: str = "euler", return_trajectory: bool = False):
+               method: str = "euler", return_trajectory: bool = False, guide: torch.nn.Module | None = None):
         """Integrate from the noise `x1` at t = 1 to t = 0 in `steps` steps ('euler' or 'heun').
 
+        With a `guide` model, `guidance` is the autoguidance weight w (see `velocity`).
         Returns the samples, or ``(samples, trajectory)`` with the trajectory [steps + 1, *x1.shape].
         """
         if method not in ("euler", "heun"):
             raise ValueError(f"method must be 'euler' or 'heun', not {method!r}")
         self.model.eval()
+        if guide is not None:
+            guide.eval()
         x, h = x1, 1.0 / steps
         trajectory = [x.cpu()] if return_trajectory else None
         for i in range(steps):
             t = 1.0 - i * h
-            v = self.velocity(x, t, labels, guidance)
+            v = self.velocity(x, t, labels, guidance, guide)
             if method == "heun" and i < steps - 1:
-                v = 0.5 * (v + self.velocity(x - h * v, t - h, labels, guidance))
+                v = 0.5 * (v + self.velocity(x - h * v, t - h, labels, guidance, guide))
             x = x - h * v
             if return_trajectory:
                 trajectory.append(x.cpu())

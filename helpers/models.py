@@ -19,6 +19,12 @@ def build(config: dict) -> torch.nn.Module:
     return MODELS[name](**{k: v for k, v in config.items() if k != "name"})
 
 
+def run_folder(path) -> Path:
+    """The training run's folder, given the folder itself or one of its checkpoint files."""
+    path = Path(path)
+    return path if path.is_dir() or not path.suffix else path.parent
+
+
 def load_trained(path, device="cpu", made_by: str = "its training cell", weights: str = "model") -> torch.nn.Module:
     """The model stored in a finished training run's ``last.pt`` (or a run folder), in eval mode.
 
@@ -27,7 +33,7 @@ def load_trained(path, device="cpu", made_by: str = "its training cell", weights
     if weights not in ("model", "ema"):
         raise ValueError(f"weights must be 'model' or 'ema', not {weights!r}")
     path = Path(path)
-    if path.is_dir() or not path.suffix:
+    if path == run_folder(path):
         path = path / "last.pt"
     if not path.exists():
         raise ckpt.CheckpointError(f"no trained model at {path}: run {made_by} first, in the same profile "

@@ -167,6 +167,11 @@ def load_snapshot(model: torch.nn.Module, run_dir, epoch: int) -> torch.nn.Modul
         last = ckpt.load(Path(run_dir) / "last.pt")
         if last["epoch"] == epoch:
             path = Path(run_dir) / "last.pt"
+    if not path.exists() and Path(run_dir).is_dir():
+        kept = sorted(int(p.stem.split("_")[1]) for p in Path(run_dir).glob("epoch_*.pt"))
+        which = f"it kept those after epochs {kept}" if kept else "it kept no snapshots"
+        raise ckpt.CheckpointError(f"{run_dir} kept no weights after epoch {epoch}: {which} "
+                                   "(TrainConfig.snapshot_epochs names the epochs to keep).")
     state = ckpt.load(path, next(model.parameters()).device)
     ckpt.check_config({"config": state["config"]["model"]}, model.config, path)
     ckpt.load_weights(model, state["model"], path)

@@ -107,6 +107,33 @@ def test_classifier_free_guidance_combination():
     assert torch.allclose(guided, 100 + 5 * (torch.tensor([3.0, 7.0]) - 100))
 
 
+class Constant(torch.nn.Module):
+    """Velocity = a constant (plus the label value, if any), to check how autoguidance mixes two models."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, t, labels=None):
+        shift = 0.0 if labels is None else labels.float().view(-1, 1, 1, 1)
+        return torch.full_like(x, self.value) + shift
+
+
+def test_autoguidance_steps_away_from_the_weak_model():
+    x = torch.zeros(2, 1, 2, 2)
+    time_only = FlowMatching(Constant(3.0))
+    assert torch.equal(time_only.velocity(x, 0.5, guidance=1.0, guide=Constant(1.0)), torch.full_like(x, 3.0))
+    assert torch.equal(time_only.velocity(x, 0.5, guidance=2.5, guide=Constant(1.0)), torch.full_like(x, 1 + 2.5 * 2))
+    # class-conditioned: both models see the requested labels, not the null label
+    labelled = FlowMatching(Constant(3.0), num_classes=10)
+    guided = labelled.velocity(x, 0.5, torch.tensor([2, 4]), guidance=2.0, guide=Constant(1.0))[:, 0, 0, 0]
+    assert torch.equal(guided, torch.tensor([1 + 2 + 2 * 2.0, 1 + 4 + 2 * 2.0]))
+    # either sampler, under a constant velocity, moves by exactly that velocity from t = 1 to t = 0
+    for method in ("euler", "heun"):
+        samples = time_only.sample(x, 4, guidance=3.0, method=method, guide=Constant(1.0))
+        assert torch.allclose(samples, torch.full_like(x, -(1 + 3 * 2)))
+
+
 def test_sample_is_reproducible_and_rejects_unknown_methods():
     torch.manual_seed(0)
     fm = FlowMatching(ConditionalCourseUNet(hidden=4, image_size=8, num_classes=10), num_classes=10)

@@ -8,13 +8,13 @@ from helpers.flow_matching import FlowMatching
 from helpers.training import TrainConfig, train
 
 
-def tiny_run(tmp_path, num_classes, epochs=1):
+def tiny_run(tmp_path, num_classes, epochs=1, snapshot_epochs=()):
     torch.manual_seed(0)
     model = ConditionalCourseUNet(hidden=4, image_size=32, num_classes=num_classes)
     batch = (torch.rand(8, 1, 32, 32) * 2 - 1, torch.randint(0, 10, (8,)))[: 2 if num_classes else 1]
     run_dir = tmp_path / f"run{num_classes}"
     train(model, FlowMatching(model, num_classes).training_loss, batch,
-          TrainConfig(epochs=epochs, batch_size=4, lr=1e-3), run_dir, progress=False)
+          TrainConfig(epochs=epochs, batch_size=4, lr=1e-3, snapshot_epochs=snapshot_epochs), run_dir, progress=False)
     return run_dir
 
 
@@ -51,3 +51,19 @@ def test_missing_or_unfinished_checkpoint_is_explained(tmp_path, capsys):
     with pytest.raises(SystemExit):
         sample.main([str(run), "--per-class", "1", "--out", str(tmp_path / "x.pt")])
     assert "unfinished (epoch 1 of 2)" in capsys.readouterr().err
+
+
+def test_autoguidance_by_an_earlier_snapshot(tmp_path, capsys):
+    run = tiny_run(tmp_path, 0, epochs=2, snapshot_epochs=(1,))
+    args = [str(run), "--n", "3", "--steps", "2", "--guide-epoch", "1"]
+    with pytest.raises(SystemExit):
+        sample.main(args + ["--out", str(tmp_path / "x.pt")])
+    assert "--guide-epoch needs --guidance W" in capsys.readouterr().err
+    sample.main(args + ["--guidance", "1", "--out", str(tmp_path / "w1.pt")])
+    sample.main(args + ["--guidance", "3", "--out", str(tmp_path / "w3.pt")])
+    sample.main([str(run), "--n", "3", "--steps", "2", "--out", str(tmp_path / "plain.pt")])
+    w1, w3, plain = (torch.load(tmp_path / f, weights_only=True)["images"] for f in ("w1.pt", "w3.pt", "plain.pt"))
+    assert torch.equal(w1, plain) and not torch.equal(w3, plain)
+    with pytest.raises(SystemExit):
+        sample.main([str(run), "--n", "3", "--guide-epoch", "7", "--guidance", "2", "--out", str(tmp_path / "x.pt")])
+    assert "kept no weights after epoch 7: it kept those after epochs [1]" in capsys.readouterr().err
