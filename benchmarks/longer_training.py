@@ -7,7 +7,8 @@ Trains notebook 02's model (`course` or `attention`) with its profile's settings
 (the learning-rate decay stretched to keep its ten-fold drop over the run) into
 ``checkpoints/<profile>/flow_time_<model>_<epochs>epochs[_<time sampling>][_D<hidden>]``, then prints, for 1,000 samples with 50 Euler
 steps from the last and the moving-average weights, the fraction the project's classifier reads with
-confidence > 0.9 and the Frechet distance, beside the real-data floor.
+confidence > 0.9 and the Frechet distance, beside the real-data floor. The weights after epoch 1 are kept,
+as the guide of `benchmarks/autoguidance.py --run <that folder's name>`.
 """
 import argparse
 import time
@@ -42,7 +43,7 @@ def main():
         lr, images = cfg.attention_lr, cfg.attention_train_images
     train_x, _ = data.load_mnist("train")
     config = TrainConfig(epochs=args.epochs, batch_size=cfg.batch_size, lr=lr, lr_decay=0.1 ** (1 / args.epochs),
-                         seed=0)
+                         seed=0, snapshot_epochs=(1,))
     suffix = ("" if args.time_sampling == "uniform" else f"_{args.time_sampling}") + (
         f"_D{args.hidden}" if args.hidden else "")
     run_dir = checkpoint.run_dir(f"flow_time_{args.model}_{args.epochs}epochs{suffix}", args.profile)
