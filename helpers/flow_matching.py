@@ -68,11 +68,11 @@ class FlowMatching:
                 return strong
             weak = self._evaluate(guide, x, t, labels)
             return weak + guidance * (strong - weak)
+        if guidance == 0.0:
+            labels = None  # gamma = 0 is the unconditional velocity
         if not self.num_classes or labels is None or guidance == 1.0:
             return self._evaluate(self.model, x, t, labels)
         null = torch.full((x.shape[0],), self.null_label, device=x.device, dtype=torch.long)
-        if guidance == 0.0:
-            return self.model(x, t, null)
         both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))
         conditional, unconditional = both.chunk(2)
         return unconditional + guidance * (conditional - unconditional)

@@ -65,13 +65,12 @@ def main(argv=None) -> None:
         parser.error(f"{args.checkpoint} is class-conditioned: give --per-class N")
     if not num_classes and not args.n:
         parser.error(f"{args.checkpoint} is time-only: give --n N (it has no classes)")
+    guidance = args.guidance if args.guidance is not None else 5.0 if num_classes else 1.0
     if num_classes:
         labels = torch.arange(num_classes).repeat_interleave(args.per_class)
-        guidance = 5.0 if args.guidance is None else args.guidance
         images = generate(model, len(labels), args.steps, args.seed, labels, guidance, args.method, guide=guide)
         result = {"images": images, "labels": labels}
     else:
-        guidance = 1.0 if args.guidance is None else args.guidance
         result = {"images": generate(model, args.n, args.steps, args.seed, guidance=guidance, method=args.method,
                                      guide=guide)}
     ckpt.save_atomic(result, args.out)
