@@ -10,14 +10,12 @@ Heun at `--heun-steps`, if given), the fraction the project's classifier reads w
 Frechet distance of its features to the MNIST test set, beside the real-data floor at the same count.
 """
 import argparse
+import sys
 import time
+from pathlib import Path
 
-from helpers import checkpoint, data, metrics, runtime
-from helpers.classifier import trained_classifier
-from helpers.flow_matching import FlowMatching
-from helpers.models import build, load_trained
-from helpers.sample import generate
-from helpers.training import load_snapshot
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's helpers, whatever the venv holds
+from helpers import data, guidance, metrics, runs, runtime, samplers
 
 
 def main():
@@ -33,10 +31,10 @@ def main():
     args = parser.parse_args()
 
     device = runtime.pick_device()
-    run_dir = checkpoint.run_dir(args.run, args.profile)
-    model = load_trained(run_dir, device, weights=args.weights)
-    guide = load_snapshot(build(model.config).to(device), run_dir, args.guide_epoch)
-    classifier = trained_classifier(device, profile=args.profile)
+    run_dir = runs.folder(args.run, args.profile)
+    model = runs.load(run_dir, args.weights, device=device)
+    guide = runs.load(run_dir, epoch=args.guide_epoch, device=device)
+    classifier = metrics.trained_classifier(device, profile=args.profile)
     test_x, _ = data.load_mnist("test")
     train_x, _ = data.load_mnist("train")
     test_features, _ = metrics.classify(classifier, test_x)
@@ -48,9 +46,10 @@ def main():
     for w in args.guidance:
         for steps, method in settings:
             start = time.perf_counter()
-            samples = generate(model, args.samples, steps, args.seed, guidance=w, method=method, guide=guide)
+            samples = samplers.generate(guidance.autoguided(model, guide, w), args.samples, runs.image_shape(model),
+                                        steps, args.seed, method=method, device=device)
             q = metrics.sample_quality(classifier, samples, test_features)
-            print(f"  w = {w:g}, {method} {steps:2d} steps ({FlowMatching.evaluations(steps, method):2d} evaluations): "
+            print(f"  w = {w:g}, {method} {steps:2d} steps ({samplers.evaluations(steps, method):2d} evaluations): "
                   f"confident > 0.9 {q['confident > 0.9']:.3f}, Frechet distance {q['Frechet distance']:.2f} "
                   f"[{time.perf_counter() - start:.0f} s]", flush=True)
 

@@ -11,11 +11,12 @@ each of notebook 02's time-only UNets. If the samples' figure barely moves while
 the gap is in the generator, not in the measure.
 """
 import argparse
+import sys
+from pathlib import Path
 
-from helpers import checkpoint, data, metrics, profile, runtime
-from helpers.classifier import DigitClassifier, classification_loss, trained_classifier
-from helpers.models import load_trained
-from helpers.sample import generate
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's helpers, whatever the venv holds
+from helpers import data, metrics, profile, runs, runtime, samplers
+from helpers.classifier import DigitClassifier
 from helpers.training import TrainConfig, train
 
 
@@ -31,15 +32,16 @@ def main():
     test_x, test_y = data.load_mnist("test")
 
     stronger = DigitClassifier(cfg.width)
-    config = TrainConfig(epochs=args.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_decay=0.1 ** (1 / args.epochs),
-                         seed=0)
-    train(stronger.to(device), classification_loss, (train_x, train_y), config,
-          checkpoint.run_dir(f"classifier_{args.epochs}epochs", args.profile), device=device)
+    config = TrainConfig(epochs=args.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_decay_over_run=0.1, seed=0)
+    train(stronger.to(device), metrics.classification_loss, (train_x, train_y), config,
+          runs.folder(f"{runs.CLASSIFIER}_{args.epochs}epochs", args.profile), device=device)
 
-    samples = {name: generate(load_trained(checkpoint.run_dir(f"flow_time_{name}", args.profile), device,
-                                           weights="ema"), args.samples, 50, 0)
-               for name in ("course", "attention")}
-    classifiers = {f"shipped ({cfg.epochs} epochs)": trained_classifier(device, profile=args.profile),
+    unets = {"course": runs.FLOW_TIME_COURSE, "attention": runs.FLOW_TIME_ATTENTION}
+    samples = {}
+    for label, name in unets.items():
+        model = runs.load(runs.folder(name, args.profile), "ema", device=device)
+        samples[label] = samplers.generate(model, args.samples, runs.image_shape(model), 50, 0, device=device)
+    classifiers = {f"shipped ({cfg.epochs} epochs)": metrics.trained_classifier(device, profile=args.profile),
                    f"stronger ({args.epochs} epochs)": stronger.eval()}
     for label, classifier in classifiers.items():
         _, test_p = metrics.classify(classifier, test_x)

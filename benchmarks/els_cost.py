@@ -17,6 +17,9 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's helpers, whatever the venv holds
 
 
 # For the memory runs only (it slows the call down): glibc otherwise raises its mmap threshold after the

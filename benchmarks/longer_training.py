@@ -11,15 +11,14 @@ confidence > 0.9 and the Frechet distance, beside the real-data floor. The weigh
 as the guide of `benchmarks/autoguidance.py --run <that folder's name>`.
 """
 import argparse
+import sys
 import time
+from pathlib import Path
 
-from helpers import checkpoint, data, metrics, profile, runtime
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's helpers, whatever the venv holds
+from helpers import data, flow_matching, metrics, profile, runs, runtime, samplers
 from helpers.attention_unet import AttentionUNet
-from helpers.classifier import trained_classifier
 from helpers.course_unet import ConditionalCourseUNet
-from helpers.flow_matching import FlowMatching
-from helpers.models import load_trained
-from helpers.sample import generate
 from helpers.training import TrainConfig, train
 
 
@@ -29,7 +28,7 @@ def main():
     parser.add_argument("--model", choices=("course", "attention"), default="attention")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--time-sampling", choices=FlowMatching.TIME_SAMPLINGS, default="uniform",
+    parser.add_argument("--time-sampling", choices=flow_matching.TIME_SAMPLINGS, default="uniform",
                         help="how training draws t (logit-normal weights the middle of the path)")
     parser.add_argument("--hidden", type=int, help="the model's width D (default: the profile's)")
     args = parser.parse_args()
@@ -42,25 +41,27 @@ def main():
         model = AttentionUNet(hidden=args.hidden or cfg.attention_hidden, image_size=32)
         lr, images = cfg.attention_lr, cfg.attention_train_images
     train_x, _ = data.load_mnist("train")
-    config = TrainConfig(epochs=args.epochs, batch_size=cfg.batch_size, lr=lr, lr_decay=0.1 ** (1 / args.epochs),
-                         seed=0, snapshot_epochs=(1,))
+    config = TrainConfig(epochs=args.epochs, batch_size=cfg.batch_size, lr=lr, lr_decay_over_run=0.1,
+                         seed=0)
     suffix = ("" if args.time_sampling == "uniform" else f"_{args.time_sampling}") + (
         f"_D{args.hidden}" if args.hidden else "")
-    run_dir = checkpoint.run_dir(f"flow_time_{args.model}_{args.epochs}epochs{suffix}", args.profile)
+    run_dir = runs.folder(f"flow_time_{args.model}_{args.epochs}epochs{suffix}", args.profile)
     start = time.perf_counter()
-    train(model.to(device), FlowMatching(model, time_sampling=args.time_sampling).training_loss, (train_x[:images],), config, run_dir, device=device)
+    train(model.to(device), flow_matching.training_loss(time_sampling=args.time_sampling), (train_x[:images],), config,
+          run_dir, device=device, keep_epochs=(1,))
     print(f"[{args.profile}] {args.model} UNet, D = {model.config['hidden']}, {args.epochs} epochs of {images:,} "
           f"images, batch {cfg.batch_size}, {args.time_sampling} t: {time.perf_counter() - start:.0f} s on {device}")
 
-    classifier = trained_classifier(device, profile=args.profile)
+    classifier = metrics.trained_classifier(device, profile=args.profile)
     test_x, _ = data.load_mnist("test")
     test_features, _ = metrics.classify(classifier, test_x)
     floor = metrics.real_data_floor(classifier, train_x, test_features, args.samples)
     print(f"floor: {args.samples} real digits, confident > 0.9 {floor['confident > 0.9']:.3f}, "
           f"Frechet distance {floor['Frechet distance']:.2f}")
     for weights in ("model", "ema"):
-        q = metrics.sample_quality(classifier, generate(load_trained(run_dir, device, weights=weights), args.samples,
-                                                        50, 0), test_features)
+        trained = runs.load(run_dir, weights, device=device)
+        samples = samplers.generate(trained, args.samples, runs.image_shape(trained), 50, 0, device=device)
+        q = metrics.sample_quality(classifier, samples, test_features)
         print(f"{weights:5s} weights, {args.samples} samples, 50 Euler steps: confident > 0.9 "
               f"{q['confident > 0.9']:.3f}, Frechet distance {q['Frechet distance']:.2f}")
 

@@ -13,15 +13,14 @@ Prints, for 10 x per-class samples (and as many for the time-only models):
 each for the optimizer's last weights and for their exponential moving average (``--weights``).
 """
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from helpers import checkpoint, data, metrics, runtime
-from helpers.classifier import trained_classifier
-from helpers.flow_matching import FlowMatching
-from helpers.models import load_trained
-from helpers.sample import generate
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's helpers, whatever the venv holds
+from helpers import data, guidance, metrics, runs, runtime, samplers
 
 
 def main():
@@ -39,7 +38,7 @@ def main():
     count = 10 * args.per_class
 
     device = runtime.pick_device()
-    classifier = trained_classifier(device, profile=args.profile)
+    classifier = metrics.trained_classifier(device, profile=args.profile)
     test_x, test_y = data.load_mnist("test")
     train_x, _ = data.load_mnist("train")
     test_features, test_probabilities = metrics.classify(classifier, test_x)
@@ -51,23 +50,25 @@ def main():
     labels = torch.arange(10).repeat_interleave(args.per_class)
     for weights in args.weights:
         if "class" in args.models:
-            model = load_trained(checkpoint.run_dir("flow_class_course_decay", args.profile), device, weights=weights)
+            model = runs.load(runs.folder(runs.FLOW_CLASS_DECAY, args.profile), weights, device=device)
             print(f"class-conditioned course UNet ({weights} weights), {count} samples ({args.per_class} per digit):")
             settings = [(g, 50, "euler") for g in args.guidance] + [(5.0, 6, "heun"), (5.0, 10, "heun")]
-            for guidance, steps, method in settings:
+            for gamma, steps, method in settings:
                 start = time.perf_counter()
-                samples = generate(model, count, steps, args.seed, labels, guidance, method)
+                samples = samplers.generate(guidance.classifier_free(model, gamma), count, runs.image_shape(model), steps,
+                                           args.seed, labels, method, device=device)
                 q = metrics.sample_quality(classifier, samples, test_features, labels)
-                print(f"  gamma {guidance:g}, {method} {steps:2d} steps ({FlowMatching.evaluations(steps, method):2d} "
+                print(f"  gamma {gamma:g}, {method} {steps:2d} steps ({samplers.evaluations(steps, method):2d} "
                       f"evaluations): accuracy {q['accuracy']:.4f}, Frechet distance {q['Frechet distance']:.3f} "
                       f"({q['Frechet distance'] / floor['Frechet distance']:.2f} x floor) [{time.perf_counter() - start:.0f} s]")
-        for name in ("flow_time_course", "flow_time_attention") if "time" in args.models else ():
-            model = load_trained(checkpoint.run_dir(name, args.profile), device, weights=weights)
+        for name in (runs.FLOW_TIME_COURSE, runs.FLOW_TIME_ATTENTION) if "time" in args.models else ():
+            model = runs.load(runs.folder(name, args.profile), weights, device=device)
             print(f"time-only {name} ({weights} weights), {count} samples:")
             for steps, method in ((50, "euler"), (6, "heun"), (10, "heun")):
-                q = metrics.sample_quality(classifier, generate(model, count, steps, args.seed, method=method),
-                                           test_features)
-                print(f"  {method} {steps:2d} steps ({FlowMatching.evaluations(steps, method):2d} evaluations): "
+                samples = samplers.generate(model, count, runs.image_shape(model), steps, args.seed, method=method,
+                                            device=device)
+                q = metrics.sample_quality(classifier, samples, test_features)
+                print(f"  {method} {steps:2d} steps ({samplers.evaluations(steps, method):2d} evaluations): "
                       f"confident > 0.9 {q['confident > 0.9']:.4f}, Frechet distance {q['Frechet distance']:.3f} "
                       f"({q['Frechet distance'] / floor['Frechet distance']:.2f} x floor)")
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import validate
+
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_frequency: float = 1000.0) -> torch.Tensor:
     """[sin(f_k t), cos(f_k t)] for dim // 2 frequencies f_k log-spaced in [1, max_frequency]."""
@@ -76,19 +78,11 @@ class AttentionUNet(nn.Module):
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, in_channels, 3, padding=1))
 
-    def check_input(self, x):
-        want = (self.in_channels, self.image_size, self.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != want:
-            raise ValueError(f"AttentionUNet expects images of shape [B, {want[0]}, {want[1]}, {want[2]}], "
-                             f"got {list(x.shape)}.")
-
     def forward(self, x, t, labels=None):
-        self.check_input(x)
-        emb = self.time_mlp(sinusoidal_embedding(t.expand(x.shape[0]) if t.dim() == 0 else t,
-                                                 self.config["hidden"]).to(x.dtype))
+        x, t, labels = validate.network_inputs("AttentionUNet", x, t, labels, self.in_channels, self.image_size,
+                                               self.num_classes)
+        emb = self.time_mlp(sinusoidal_embedding(t, self.config["hidden"]).to(x.dtype))
         if self.class_emb is not None:
-            if labels is None:
-                raise ValueError("this model is class-conditioned: pass labels (use num_classes for 'no class')")
             emb = emb + self.class_emb(labels)
         h0 = self.down0(self.conv_in(x), emb)                       # 32 x 32
         h1 = self.down1(self.pool0(h0), emb)                        # 16 x 16

@@ -6,6 +6,7 @@ followed by ``os.replace``, so an interrupted save never leaves a half-written c
 """
 import json
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -25,8 +26,12 @@ def save_atomic(obj: dict, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never leave a half-written temporary file behind
+        raise
 
 
 def load(path: Path, device="cpu") -> dict:
@@ -34,13 +39,21 @@ def load(path: Path, device="cpu") -> dict:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}: train the model first (run the training cell).")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file: name its last.pt or an epoch_XXX.pt.")
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:
+    except pickle.UnpicklingError:
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(error).__name__}: {error}). "
-            "Delete it and train again."
-        ) from None
+            f"{path} holds more than tensors and plain values (code, or bytes that are no checkpoint), and is "
+            "refused for safety: if it is a committed run, restore it with `git checkout -- <file>`, else delete "
+            "it and train again.") from None
+    except OSError as error:
+        raise CheckpointError(f"{path} cannot be read ({error.strerror or error}).") from None
+    except (RuntimeError, EOFError, ValueError):
+        raise CheckpointError(
+            f"{path} is damaged or not a torch checkpoint: if it is a committed run, restore it with "
+            "`git checkout -- <file>`, else delete it and train again.") from None
 
 
 def config_differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
@@ -61,7 +74,7 @@ def check_config(checkpoint: dict, config: dict, path: Path) -> None:
     if differences:
         raise CheckpointError(
             f"{path} was made with a different configuration:\n  " + "\n  ".join(differences)
-            + "\nUse another checkpoint folder, delete this one, or pass retrain=True to start over."
+            + "\nTrain into another run folder, or retrain this one (WORKBOOK_RETRAIN=1, or train(..., retrain=True))."
         )
 
 
@@ -75,11 +88,3 @@ def load_weights(model: torch.nn.Module, state_dict: dict, path: Path) -> None:
             f"{path} does not fit this {type(model).__name__}: its weights are for another architecture "
             f"({' '.join(s.strip() for s in first)}). Build the model with the config stored in the checkpoint."
         ) from None
-
-
-CHECKPOINT_ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
-
-
-def run_dir(name: str, profile: str) -> Path:
-    """Folder of one training run: ``checkpoints/<profile>/<name>/``."""
-    return CHECKPOINT_ROOT / profile / name

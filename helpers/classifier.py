@@ -7,13 +7,7 @@ matters: a digit is defined by where its strokes are. `features` is the layer th
 `helpers.metrics` uses.
 """
 import torch
-import torch.nn.functional as F
 from torch import nn
-
-from .checkpoint import run_dir
-from .data import load_mnist
-from .profile import settings
-from .training import TrainConfig, train
 
 
 class DigitClassifier(nn.Module):
@@ -36,22 +30,3 @@ class DigitClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
-
-def classification_loss(model, batch) -> torch.Tensor:
-    """Cross-entropy, with a small random shift of up to 2 pixels as augmentation."""
-    images, labels = batch
-    dx, dy = torch.randint(-2, 3, (2,)).tolist()
-    return F.cross_entropy(model(torch.roll(images, (dy, dx), dims=(2, 3))), labels)
-
-
-def trained_classifier(device="cpu", profile: str | None = None) -> DigitClassifier:
-    """The project's classifier for `profile`: loaded from ``checkpoints/<profile>/classifier`` if finished,
-    else trained there first (a few minutes on a CPU)."""
-    cfg = settings("classifier", profile)
-    images, labels = load_mnist("train")
-    model = DigitClassifier(cfg.width)
-    config = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=0)
-    train(model, classification_loss, (images[:cfg.train_images], labels[:cfg.train_images]), config,
-          run_dir("classifier", cfg.profile), device=device)
-    return model.eval()

@@ -12,6 +12,8 @@ With input size H (28 in the course, 32 for the homework's MNIST) the bottleneck
 import torch
 from torch import nn
 
+from . import validate
+
 
 def conv(c_in, c_out):
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1), nn.BatchNorm2d(c_out), nn.GELU())
@@ -60,18 +62,14 @@ class CourseUNet(nn.Module):
         self.conv_out = conv_block(2 * d, d)
         self.head = nn.Conv2d(d, in_channels, 3, 1, 1)
 
-    def check_input(self, x: torch.Tensor) -> None:
-        """Clear error for a batch of the wrong shape (before torch fails deep inside a conv)."""
-        want = (self.in_channels, self.image_size, self.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != want:
-            raise ValueError(
-                f"{type(self).__name__} expects images of shape [B, {want[0]}, {want[1]}, {want[2]}], "
-                f"got {list(x.shape)}. Add a batch dimension with x[None] or resize to {want[1]} x {want[2]}."
-            )
+    def check_input(self, x) -> torch.Tensor:
+        """The batch x, checked (a float tensor [B, C, H, W]; float64 becomes float32) before torch fails deep
+        inside a conv."""
+        x, _, _ = validate.network_inputs(type(self).__name__, x, 0.0, None, self.in_channels, self.image_size, 0)
+        return x
 
     def encode(self, x):
         """Encoder half: returns the skip tensors and the unflattened bottleneck."""
-        self.check_input(x)
         h0 = self.conv_in(x)
         h1 = self.down1(h0)
         h2 = self.down2(h1)
@@ -87,7 +85,7 @@ class CourseUNet(nn.Module):
         return self.head(self.conv_out(torch.cat([u2, h0], dim=1)))
 
     def forward(self, x):
-        skips, bottleneck = self.encode(x)
+        skips, bottleneck = self.encode(self.check_input(x))
         return self.decode(skips, bottleneck)
 
 
@@ -116,13 +114,13 @@ class ConditionalCourseUNet(CourseUNet):
             self.fc1_c, self.fc2_c = fc_block(num_classes, 2 * hidden), fc_block(num_classes, hidden)
 
     def forward(self, x, t, labels=None):
+        x, t, labels = validate.network_inputs(type(self).__name__, x, t, labels, self.in_channels, self.image_size,
+                                               self.num_classes)
         skips, bottleneck = self.encode(x)
-        t = t.reshape(-1, 1).to(x.dtype).expand(x.shape[0], 1)
+        t = t.view(-1, 1)
         t1, t2 = self.fc1_t(t)[:, :, None, None], self.fc2_t(t)[:, :, None, None]
         c1 = c2 = 1.0
         if self.num_classes:
-            if labels is None:
-                raise ValueError("this model is class-conditioned: pass labels (use num_classes for 'no class')")
             one_hot = nn.functional.one_hot(labels, self.num_classes + 1)[:, :self.num_classes].to(x.dtype)
             c1, c2 = self.fc1_c(one_hot)[:, :, None, None], self.fc2_c(one_hot)[:, :, None, None]
         return self.decode(skips, c1 * bottleneck + t1, modulate_up1=lambda up1: c2 * up1 + t2)

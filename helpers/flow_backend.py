@@ -21,8 +21,7 @@ import re
 import torch
 from diffusers import DDPMScheduler
 
-from . import checkpoint
-from .models import load_trained
+from . import runs
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 IMAGE_SHAPE = (1, 32, 32)
@@ -82,5 +81,5 @@ class FlowNoisePredictor:
 
 def project_backend(profile: str, device="cpu") -> FlowNoisePredictor:
     """The backend built on notebook 03's shipped checkpoint (exponential-decay run) for `profile`."""
-    model = load_trained(checkpoint.run_dir("flow_class_course_decay", profile), device, "notebook 03")
+    model = runs.load(runs.folder(runs.FLOW_CLASS_DECAY, profile), device=device)
     return FlowNoisePredictor(model)

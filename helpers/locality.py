@@ -15,8 +15,7 @@ from typing import Callable
 
 import torch
 
-from . import checkpoint
-from .flow_matching import FlowMatching
+from . import checkpoint, samplers
 
 
 @dataclass
@@ -32,19 +31,19 @@ class LocalitySchedule:
 
 
 @torch.no_grad()
-def calibrate(fm: FlowMatching, machine: Callable, train: torch.Tensor, noise: torch.Tensor, steps: int,
+def calibrate(velocity: Callable, machine: Callable, train: torch.Tensor, noise: torch.Tensor, steps: int,
               candidates: list[int]) -> dict:
     """MSE between network and machine x0 estimates along the network's trajectory from `noise`.
 
     `machine(x_t, t, train, P)` is a denoiser of `helpers.ideal`. Returns ``times`` [steps], ``mse``
     [steps, len(candidates), samples] and ``sizes``, the median over samples of each sample's best P.
     """
-    _, trajectory = fm.sample(noise, steps, return_trajectory=True)
+    _, trajectory = samplers.integrate(velocity, noise, steps, return_trajectory=True)
     times, mse, sizes = [], [], []
     for i in range(steps):
         t = 1.0 - i / steps
         x_t = trajectory[i].to(noise.device)
-        x0_net = x_t - t * fm.velocity(x_t, t)
+        x0_net = x_t - t * velocity(x_t, t)
         errors = torch.stack([(machine(x_t, t, train, p) - x0_net).pow(2).flatten(1).mean(1) for p in candidates])
         best = torch.tensor(candidates)[errors.argmin(0).cpu()]
         times.append(t)
@@ -53,7 +52,7 @@ def calibrate(fm: FlowMatching, machine: Callable, train: torch.Tensor, noise: t
     return {"times": times, "candidates": list(candidates), "mse": torch.stack(mse), "sizes": sizes}
 
 
-def calibrated_schedule(fm: FlowMatching, machine: Callable, train: torch.Tensor, noise: torch.Tensor,
+def calibrated_schedule(velocity: Callable, machine: Callable, train: torch.Tensor, noise: torch.Tensor,
                         steps: int, candidates: list[int], run_dir: Path, config: dict,
                         recalibrate: bool = False) -> tuple[LocalitySchedule, dict]:
     """The stored calibration in ``run_dir/calibration.pt`` when its config matches, else a new one.
@@ -67,7 +66,7 @@ def calibrated_schedule(fm: FlowMatching, machine: Callable, train: torch.Tensor
         checkpoint.check_config(record, config, path)
     else:
         record = {"config": checkpoint.normalise(config),
-                  **calibrate(fm, machine, train, noise, steps, candidates)}
+                  **calibrate(velocity, machine, train, noise, steps, candidates)}
         checkpoint.save_atomic(record, path)
     return LocalitySchedule(record["times"], record["sizes"]), record
 

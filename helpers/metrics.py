@@ -7,8 +7,17 @@
       FD = || mu_a - mu_b ||^2 + Tr(S_a + S_b - 2 (S_a^{1/2} S_b S_a^{1/2})^{1/2})
 
   (the FID formula, with the project classifier's 128-d features instead of Inception's).
+
+`trained_classifier` loads that classifier (`helpers.classifier`), training it first where the run is missing.
 """
 import torch
+import torch.nn.functional as F
+
+from . import runs
+from .classifier import DigitClassifier
+from .data import load_mnist
+from .profile import settings
+from .training import TrainConfig, train
 
 
 @torch.no_grad()
@@ -78,3 +87,22 @@ def agreement(images: torch.Tensor, reference: torch.Tensor) -> dict:
     a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
     r = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
     return {"r": r, "r^2": r * r, "mse": (images - reference).flatten(1).double().pow(2).mean(1)}
+
+
+def classification_loss(model, batch) -> torch.Tensor:
+    """Cross-entropy, with a small random shift of up to 2 pixels as augmentation."""
+    images, labels = batch
+    dx, dy = torch.randint(-2, 3, (2,)).tolist()
+    return F.cross_entropy(model(torch.roll(images, (dy, dx), dims=(2, 3))), labels)
+
+
+def trained_classifier(device="cpu", profile: str | None = None) -> DigitClassifier:
+    """The project's classifier for `profile`: loaded from ``checkpoints/<profile>/classifier`` if finished,
+    else trained there first (a few minutes on a CPU)."""
+    cfg = settings("classifier", profile)
+    images, labels = load_mnist("train")
+    model = DigitClassifier(cfg.width)
+    config = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=0)
+    train(model, classification_loss, (images[:cfg.train_images], labels[:cfg.train_images]), config,
+          runs.folder(runs.CLASSIFIER, cfg.profile), device=device)
+    return model.eval()

@@ -16,7 +16,7 @@ Every run also keeps an exponential moving average of the weights, stored as ``e
     ema <- d ema + (1 - d) theta   after each optimizer step,   d = min(EMA_DECAY, (1 + n) / (10 + n))
 
 (n = optimizer steps so far; the warm-up keeps early steps from being dominated by the random initial
-weights). `load_trained(..., weights="ema")` samples with it.
+weights). `helpers.runs.load(..., weights="ema")` samples with it.
 
 Speed: the loss is read back to the host only every 10 steps (for the progress bar) and once per epoch,
 so the GPU is never stalled waiting for Python; Adam is fused on CUDA.
@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import runs, validate
 from .profile import retrain_requested
 
 
@@ -39,9 +40,18 @@ class TrainConfig:
     batch_size: int
     lr: float
     seed: int = 0
-    lr_decay: float | None = None  # ExponentialLR factor per epoch; None = constant rate
+    lr_decay_over_run: float | None = None  # the rate falls by this factor over the run (0.1: ten-fold), as an
+    #                                         exponential decay of lr_decay_over_run ** (1 / epochs) per epoch
     grad_clip: float | None = None  # max global gradient norm; None = no clipping
-    snapshot_epochs: tuple = ()     # epochs whose weights are kept as epoch_XXX.pt (for figures)
+
+    def __post_init__(self):
+        validate.count(self.epochs, "epochs")
+        validate.count(self.batch_size, "batch_size")
+        validate.finite_number(self.lr, "the learning rate lr", minimum=0.0)
+        if self.lr_decay_over_run is not None:
+            validate.finite_number(self.lr_decay_over_run, "lr_decay_over_run", minimum=0.0, maximum=1.0)
+        if self.grad_clip is not None:
+            validate.finite_number(self.grad_clip, "grad_clip", minimum=0.0)
 
 
 @dataclass
@@ -63,30 +73,36 @@ def _ema_decay(step: int) -> float:
     return min(EMA_DECAY, (1 + step) / (10 + step))
 
 
-def snapshot_path(run_dir: Path, epoch: int) -> Path:
-    return Path(run_dir) / f"epoch_{epoch:03d}.pt"
-
-
 def _half(state_dict: dict) -> dict:
     """Floating-point tensors in fp16: sampling does not need full precision, and shipped checkpoints stay small."""
     return {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
 
 
 def train(model: torch.nn.Module, loss_fn: Callable, data: tuple, config: TrainConfig, run_dir,
-          device=None, retrain: bool | None = None, progress: bool = True) -> TrainResult:
+          device=None, retrain: bool | None = None, progress: bool = True, keep_epochs=()) -> TrainResult:
     """Train `model` on the tensors in `data` (split into minibatches along dim 0) and checkpoint each epoch.
 
     `loss_fn(model, batch)` returns a scalar loss, where `batch` is the tuple of minibatch tensors.
-    `run_dir` holds ``last.pt`` and the ``epoch_XXX.pt`` snapshots. With ``retrain=True`` (default: the
-    `WORKBOOK_RETRAIN` switch) an existing checkpoint is ignored and overwritten as training proceeds.
+    `run_dir` holds ``last.pt`` and the ``epoch_XXX.pt`` snapshots of the epochs in `keep_epochs` (which epochs
+    a figure needs is not part of the run's config: keeping others never invalidates a finished run). With
+    ``retrain=True`` (default: the `WORKBOOK_RETRAIN` switch) an existing checkpoint is ignored and overwritten
+    as training proceeds. A non-finite loss stops training with an error before anything is saved, so
+    ``last.pt`` keeps the last good epoch.
     """
     run_dir = Path(run_dir)
+    if not data or len(data[0]) == 0:
+        raise ValueError("train() got no training examples: pass a tuple of tensors with at least one row.")
+    if any(len(t) != len(data[0]) for t in data):
+        raise ValueError(f"the tensors in data have different lengths {[len(t) for t in data]}: one row per example.")
+    for t in data:
+        validate.all_finite(t, "the training data")
     device = torch.device(device or next(model.parameters()).device)
     model.to(device, memory_format=torch.channels_last)  # faster convolutions (benchmarks/train_throughput.py)
     # the number of training examples is part of the config: a profile that changes it must not reuse a run
     full_config = ckpt.normalise({"model": model.config, "train": asdict(config), "data": {"examples": len(data[0])}})
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type == "cuda")
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, config.lr_decay) if config.lr_decay else None
+    scheduler = (torch.optim.lr_scheduler.ExponentialLR(optimizer, config.lr_decay_over_run ** (1 / config.epochs))
+                 if config.lr_decay_over_run else None)
     result = TrainResult(run_dir=run_dir)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -126,14 +142,19 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: tuple, config: TrainC
             losses.append(loss.detach())
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{losses[-1].item():.4f}")
-        result.history += torch.stack(losses).tolist()
+        epoch_losses = torch.stack(losses)
+        if not bool(torch.isfinite(epoch_losses).all()):
+            raise FloatingPointError(
+                f"training diverged in epoch {epoch} (the loss became NaN or infinite); nothing of that epoch was "
+                f"saved{f', {last} keeps epoch {result.epochs_done}' if result.epochs_done else ''}. Lower the learning rate, or clip gradients.")
+        result.history += epoch_losses.tolist()
         if scheduler is not None:
             scheduler.step()
         result.epochs_done = epoch
         finished = epoch == config.epochs
-        if epoch in config.snapshot_epochs and not finished:
+        if epoch in keep_epochs and not finished:
             ckpt.save_atomic({"config": full_config, "epoch": epoch, "model": _half(model.state_dict())},
-                             snapshot_path(run_dir, epoch))
+                             runs.snapshot_path(run_dir, epoch))
         state = {"config": full_config, "epoch": epoch, "model": model.state_dict(), "ema": ema,
                  "history": result.history}
         if finished:  # weights only, in fp16; the model keeps exactly the weights a later load gives
@@ -158,21 +179,3 @@ def _update_ema(ema: dict, model: torch.nn.Module, decay: float) -> None:
         else:
             ema[k].copy_(v)
     torch._foreach_lerp_(averaged, current, 1.0 - decay)
-
-
-def load_snapshot(model: torch.nn.Module, run_dir, epoch: int) -> torch.nn.Module:
-    """Load the weights saved after `epoch` into `model` (in eval mode) and return it."""
-    path = snapshot_path(run_dir, epoch)
-    if not path.exists() and (Path(run_dir) / "last.pt").exists():
-        last = ckpt.load(Path(run_dir) / "last.pt")
-        if last["epoch"] == epoch:
-            path = Path(run_dir) / "last.pt"
-    if not path.exists() and Path(run_dir).is_dir():
-        kept = sorted(int(p.stem.split("_")[1]) for p in Path(run_dir).glob("epoch_*.pt"))
-        which = f"it kept those after epochs {kept}" if kept else "it kept no snapshots"
-        raise ckpt.CheckpointError(f"{run_dir} kept no weights after epoch {epoch}: {which} "
-                                   "(TrainConfig.snapshot_epochs names the epochs to keep).")
-    state = ckpt.load(path, next(model.parameters()).device)
-    ckpt.check_config({"config": state["config"]["model"]}, model.config, path)
-    ckpt.load_weights(model, state["model"], path)
-    return model.eval()

@@ -6,7 +6,7 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
 from helpers import deepfloyd, diffusion
-from helpers.classifier import trained_classifier
+from helpers.metrics import trained_classifier
 from helpers.flow_backend import FlowNoisePredictor, path_time, project_backend
 
 SCHEDULER = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", variance_type="learned_range")

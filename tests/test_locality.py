@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from helpers import checkpoint, ideal, locality
-from helpers.flow_matching import FlowMatching
 
 
 class MachineAsNetwork(torch.nn.Module):
@@ -13,8 +12,8 @@ class MachineAsNetwork(torch.nn.Module):
         super().__init__()
         self.train_images, self.patch_size = train, patch_size
 
-    def forward(self, x, t):
-        return ideal.els_velocity(x, float(t[0]), self.train_images, self.patch_size)
+    def forward(self, x, t, labels=None):
+        return ideal.els_velocity(x, float(t), self.train_images, self.patch_size)
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +21,7 @@ def setting():
     g = torch.Generator().manual_seed(0)
     train = torch.rand(4, 1, 8, 8, generator=g, dtype=torch.float64) * 2 - 1
     noise = torch.randn(3, 1, 8, 8, generator=g, dtype=torch.float64)
-    return FlowMatching(MachineAsNetwork(train, 5)), train, noise
+    return MachineAsNetwork(train, 5), train, noise
 
 
 def test_calibration_finds_the_patch_size_of_the_network(setting):

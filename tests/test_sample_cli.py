@@ -2,19 +2,18 @@
 import pytest
 import torch
 
-from helpers import sample
+from helpers import flow_matching, sample
 from helpers.course_unet import ConditionalCourseUNet
-from helpers.flow_matching import FlowMatching
 from helpers.training import TrainConfig, train
 
 
-def tiny_run(tmp_path, num_classes, epochs=1, snapshot_epochs=()):
+def tiny_run(tmp_path, num_classes, epochs=1, keep_epochs=()):
     torch.manual_seed(0)
     model = ConditionalCourseUNet(hidden=4, image_size=32, num_classes=num_classes)
     batch = (torch.rand(8, 1, 32, 32) * 2 - 1, torch.randint(0, 10, (8,)))[: 2 if num_classes else 1]
     run_dir = tmp_path / f"run{num_classes}"
-    train(model, FlowMatching(model, num_classes).training_loss, batch,
-          TrainConfig(epochs=epochs, batch_size=4, lr=1e-3, snapshot_epochs=snapshot_epochs), run_dir, progress=False)
+    train(model, flow_matching.training_loss(), batch, TrainConfig(epochs=epochs, batch_size=4, lr=1e-3), run_dir,
+          progress=False, keep_epochs=keep_epochs)
     return run_dir
 
 
@@ -54,7 +53,7 @@ def test_missing_or_unfinished_checkpoint_is_explained(tmp_path, capsys):
 
 
 def test_autoguidance_by_an_earlier_snapshot(tmp_path, capsys):
-    run = tiny_run(tmp_path, 0, epochs=2, snapshot_epochs=(1,))
+    run = tiny_run(tmp_path, 0, epochs=2, keep_epochs=(1,))
     args = [str(run), "--n", "3", "--steps", "2", "--guide-epoch", "1"]
     with pytest.raises(SystemExit):
         sample.main(args + ["--out", str(tmp_path / "x.pt")])

@@ -3,12 +3,13 @@ import pytest
 import torch
 
 from helpers import checkpoint as ckpt
+from helpers import runs
 from helpers.course_unet import CourseUNet
 from helpers.denoise import denoising_loss
-from helpers.models import load_trained
-from helpers.training import TrainConfig, _ema_decay, load_snapshot, train
+from helpers.training import TrainConfig, _ema_decay, train
 
-CONFIG = TrainConfig(epochs=3, batch_size=16, lr=1e-3, seed=7, lr_decay=0.9, snapshot_epochs=(1, 3))
+CONFIG = TrainConfig(epochs=3, batch_size=16, lr=1e-3, seed=7, lr_decay_over_run=0.9 ** 3)
+KEEP = (1, 3)
 
 
 def tiny_data():
@@ -27,7 +28,7 @@ def fresh_model():
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     data = tiny_data()
     reference = fresh_model()
-    train(reference, loss, data, CONFIG, tmp_path / "reference", progress=False)
+    train(reference, loss, data, CONFIG, tmp_path / "reference", progress=False, keep_epochs=KEEP)
 
     calls = {"n": 0}
 
@@ -39,11 +40,11 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
 
     model = fresh_model()
     with pytest.raises(KeyboardInterrupt):
-        train(model, interrupted_loss, data, CONFIG, tmp_path / "run", progress=False)
+        train(model, interrupted_loss, data, CONFIG, tmp_path / "run", progress=False, keep_epochs=KEEP)
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 1
 
     resumed = fresh_model()
-    result = train(resumed, loss, data, CONFIG, tmp_path / "run", progress=False)
+    result = train(resumed, loss, data, CONFIG, tmp_path / "run", progress=False, keep_epochs=KEEP)
     assert result.resumed_from == 1 and result.epochs_done == 3
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
@@ -61,13 +62,13 @@ def test_ema_weights_follow_the_recursion(tmp_path):
         return loss(model, batch)
 
     model = fresh_model()
-    train(model, recording_loss, tiny_data(), CONFIG, tmp_path, progress=False)
+    train(model, recording_loss, tiny_data(), CONFIG, tmp_path, progress=False, keep_epochs=KEEP)
     after_each_step = seen[1:] + [model.state_dict()]
     expected = {k: v.clone() for k, v in seen[0].items() if v.is_floating_point()}
     for n, weights in enumerate(after_each_step):
         d = _ema_decay(n)
         expected = {k: d * expected[k] + (1 - d) * weights[k] for k in expected}
-    ema = load_trained(tmp_path, weights="ema").state_dict()
+    ema = runs.load(tmp_path, weights="ema").state_dict()
     for k, v in ema.items():  # averaged floats (stored in fp16); counters such as num_batches_tracked copied
         want = expected[k].half().float() if k in expected else model.state_dict()[k]
         torch.testing.assert_close(v, want, rtol=1e-3, atol=1e-5)
@@ -76,37 +77,38 @@ def test_ema_weights_follow_the_recursion(tmp_path):
 
 def test_finished_checkpoint_is_loaded_not_retrained(tmp_path):
     model = fresh_model()
-    first = train(model, loss, tiny_data(), CONFIG, tmp_path, progress=False)
+    first = train(model, loss, tiny_data(), CONFIG, tmp_path, progress=False, keep_epochs=KEEP)
     again = fresh_model()
     second = train(again, lambda *_: pytest.fail("must not train again"), tiny_data(), CONFIG, tmp_path,
-                   progress=False)
+                   progress=False, keep_epochs=KEEP)
     assert second.history == first.history
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
 def test_snapshots_hold_the_weights_of_their_epoch(tmp_path):
     model = fresh_model()
-    train(model, loss, tiny_data(), CONFIG, tmp_path, progress=False)
+    train(model, loss, tiny_data(), CONFIG, tmp_path, progress=False, keep_epochs=KEEP)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_001.pt", "last.pt"]
-    final = load_snapshot(fresh_model(), tmp_path, 3)  # the last epoch is last.pt itself
+    final = runs.load(tmp_path, epoch=3)  # the last epoch is last.pt itself
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), final.state_dict().values()))
     first = torch.load(tmp_path / "epoch_001.pt", weights_only=True)
     assert first["epoch"] == 1 and first["model"]["head.weight"].dtype == torch.float16
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert "optimizer" not in last  # finished: weights only, in fp16
     assert last["model"]["head.weight"].dtype == last["ema"]["head.weight"].dtype == torch.float16
-    load_snapshot(fresh_model(), tmp_path, 1)
+    assert not torch.equal(runs.load(tmp_path, epoch=1).state_dict()["head.weight"], final.state_dict()["head.weight"])
 
 
 def test_other_config_is_refused_with_the_difference(tmp_path):
-    train(fresh_model(), loss, tiny_data(), CONFIG, tmp_path, progress=False)
-    other = TrainConfig(epochs=3, batch_size=16, lr=1e-2, seed=7, lr_decay=0.9, snapshot_epochs=(1, 3))
+    train(fresh_model(), loss, tiny_data(), CONFIG, tmp_path, progress=False, keep_epochs=KEEP)
+    other = TrainConfig(epochs=3, batch_size=16, lr=1e-2, seed=7, lr_decay_over_run=0.9 ** 3)
     with pytest.raises(ckpt.CheckpointError, match=r"train.lr: checkpoint has 0.001, this run asks for 0.01"):
-        train(fresh_model(), loss, tiny_data(), other, tmp_path, progress=False)
+        train(fresh_model(), loss, tiny_data(), other, tmp_path, progress=False, keep_epochs=KEEP)
     with pytest.raises(ckpt.CheckpointError, match="model.hidden"):
-        train(CourseUNet(hidden=6, image_size=28), loss, tiny_data(), CONFIG, tmp_path, progress=False)
+        train(CourseUNet(hidden=6, image_size=28), loss, tiny_data(), CONFIG, tmp_path, progress=False,
+              keep_epochs=KEEP)
     with pytest.raises(ckpt.CheckpointError, match=r"data.examples: checkpoint has 48, this run asks for 32"):
-        train(fresh_model(), loss, (tiny_data()[0][:32],), CONFIG, tmp_path, progress=False)
+        train(fresh_model(), loss, (tiny_data()[0][:32],), CONFIG, tmp_path, progress=False, keep_epochs=KEEP)
 
 
 def test_architecture_mismatch_is_explained(tmp_path):
@@ -121,7 +123,7 @@ def test_missing_and_damaged_checkpoints(tmp_path):
         ckpt.load(tmp_path / "absent.pt")
     damaged = tmp_path / "damaged.pt"
     damaged.write_bytes(b"not a checkpoint")
-    with pytest.raises(ckpt.CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(ckpt.CheckpointError, match="refused for safety"):
         ckpt.load(damaged)
 
 
