@@ -191,7 +191,8 @@ def _export(stem: str, notebook, out_dir: Path) -> dict[str, list[str]]:
 MATHJAX = "window.MathJax = {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']]}};"
 STYLE = """body { font: 15px/1.4 system-ui, sans-serif; margin: 1.5em; max-width: 1400px; }
 table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: .4em; vertical-align: top; }
-th { background: #f3f3f3; } td.id { white-space: nowrap; font-weight: bold; }
+th { background: #f3f3f3; } td.id { white-space: nowrap; font-weight: bold; } td.shown { min-width: 10em; }
+a:has(> pre) { text-decoration: none; color: inherit; }
 td.figures img { max-width: 300px; max-height: 260px; margin: 2px; border: 1px solid #ddd; }
 pre { white-space: pre-wrap; font-size: 12px; margin: 0; max-width: 520px; }
 .missing { color: #b00; font-weight: bold; } .note { color: #666; font-size: 13px; }
@@ -230,7 +231,7 @@ def _row(row: Deliverable, mapping: Mapping, notebooks: dict, figure_paths: dict
             f'<a href="{stem}.html">{html.escape(stem)}</a></div></td>'
             f'<td class=figures>{"".join(figures)}</td><td>{"".join(measured)}</td>'
             f'<td>{html.escape(recorded_profile(notebook))}</td>'
-            f'<td>{html.escape(shown_on(mapping, notebooks, row.notebook))}</td></tr>')
+            f'<td class=shown>{html.escape(shown_on(mapping, notebooks, row.notebook))}</td></tr>')
 
 
 def build(notebooks: dict, out_dir: Path, title: str, mapping: Mapping | None = None) -> list[str]:
