@@ -182,23 +182,28 @@ def _export(stem: str, notebook, out_dir: Path) -> dict[str, list[str]]:
     body, _ = HTMLExporter(template_name="basic").from_notebook_node(notebook)
     (out_dir / f"{stem}.html").write_text(
         f"<!doctype html><meta charset=utf-8><title>{html.escape(stem)}</title>"
-        f'<link rel=stylesheet href="style.css"><script>{MATHJAX}</script>'
-        f'<script async src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"></script>'
-        f'<p><a href="index.html">&larr; all deliverables</a></p>{body}\n')
+        f'<link rel=stylesheet href="style.css">{MATHJAX}<p><a href="index.html">&larr; all deliverables</a></p>{body}\n')
     return paths
 
 
-MATHJAX = "window.MathJax = {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']]}};"
+MATHJAX = ("<script>window.MathJax = {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']]}};</script>"
+           '<script async src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"></script>')
 STYLE = """body { font: 15px/1.4 system-ui, sans-serif; margin: 1.5em; max-width: 1400px; }
 table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: .4em; vertical-align: top; }
 th { background: #f3f3f3; } td.id { white-space: nowrap; font-weight: bold; } td.shown { min-width: 10em; }
 a:has(> pre) { text-decoration: none; color: inherit; }
-td.figures img { max-width: 300px; max-height: 260px; margin: 2px; border: 1px solid #ddd; }
-pre { white-space: pre-wrap; font-size: 12px; margin: 0; max-width: 520px; }
+td.figures img { max-width: 280px; max-height: 260px; margin: 2px; border: 1px solid #ddd; }
+pre { white-space: pre; overflow-x: auto; font-size: 12px; margin: 0; max-width: 470px; }
+td.measured { min-width: 24em; }
 .missing { color: #b00; font-weight: bold; } .note { color: #666; font-size: 13px; }
 .jp-Cell { margin: 1em 0; } .jp-InputArea pre { background: #f7f7f7; padding: .5em; max-width: none; }
 .jp-OutputArea img { max-width: 100%; } .jp-InputPrompt, .jp-OutputPrompt { display: none; }
 """
+
+
+def anchor(deliverable_id: str) -> str:
+    """The row's HTML id: the deliverable's id with '-' for spaces ("B 1.2.3" -> "B-1.2.3")."""
+    return html.escape(deliverable_id.replace(" ", "-"))
 
 
 def _row(row: Deliverable, mapping: Mapping, notebooks: dict, figure_paths: dict) -> str:
@@ -206,7 +211,7 @@ def _row(row: Deliverable, mapping: Mapping, notebooks: dict, figure_paths: dict
     stem = Path(mapping.notebooks[row.notebook]).stem
     if notebook is None:
         body = f'<td colspan=4 class=missing>{html.escape(mapping.notebooks[row.notebook])} is missing</td>'
-        return f'<tr id="{html.escape(row.id)}"><td class=id>{html.escape(row.id)}</td><td>{html.escape(row.title)}</td>{body}</tr>'
+        return f'<tr id="{anchor(row.id)}"><td class=id>{html.escape(row.id)}</td><td>{html.escape(row.title)}</td>{body}</tr>'
     cells = _cells(notebook)
     figures = []
     for cell_id in row.figures:
@@ -226,10 +231,10 @@ def _row(row: Deliverable, mapping: Mapping, notebooks: dict, figure_paths: dict
         elif cell_id in row.measured:
             measured.append(f'<span class=missing>cell {cell_id} printed nothing</span>')
     note = f'<div class=note>{html.escape(row.note)}</div>' if row.note else ""
-    return (f'<tr id="{html.escape(row.id)}"><td class=id>{html.escape(row.id)}</td>'
+    return (f'<tr id="{anchor(row.id)}"><td class=id>{html.escape(row.id)}</td>'
             f'<td>{html.escape(row.title)}{note}<div class=note>notebook '
             f'<a href="{stem}.html">{html.escape(stem)}</a></div></td>'
-            f'<td class=figures>{"".join(figures)}</td><td>{"".join(measured)}</td>'
+            f'<td class=figures>{"".join(figures)}</td><td class=measured>{"".join(measured)}</td>'
             f'<td>{html.escape(recorded_profile(notebook))}</td>'
             f'<td class=shown>{html.escape(shown_on(mapping, notebooks, row.notebook))}</td></tr>')
 
@@ -248,7 +253,7 @@ def build(notebooks: dict, out_dir: Path, title: str, mapping: Mapping | None = 
     rows = "\n".join(_row(row, mapping, notebooks, figure_paths) for row in mapping.deliverables)
     (out_dir / "index.html").write_text(
         f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>"
-        f'<link rel=stylesheet href="style.css"><h1>{html.escape(title)}</h1>'
+        f'<link rel=stylesheet href="style.css">{MATHJAX}<h1>{html.escape(title)}</h1>'
         f"<p>{len(mapping.deliverables)} deliverables of the course documents, in their numbering "
         f"(Part A / Part B: Fun With Diffusion Models; HW: the flow-matching homework). A figure links to its "
         f"cell in the notebook's page.</p>"

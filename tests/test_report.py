@@ -115,8 +115,8 @@ def test_inplace_never_overwrites_a_notebook_that_failed(tmp_path):
 def test_committed_report_has_every_row_and_every_file_it_references(mapping):
     index = (COMMITTED / "index.html").read_text()
     for row in mapping.deliverables:
-        assert f'<tr id="{row.id}">' in index
-    for target in set(re.findall(r'(?:src|href)="([^"#:]+)', index)):
+        assert f'<tr id="{report.anchor(row.id)}">' in index
+    for target in set(re.findall(r'(?:src|href)="([^"#:]+)[#"]', index)):
         assert (COMMITTED / target).is_file(), target
     assert "Every deliverable has its output." in index
     size = sum(f.stat().st_size for f in COMMITTED.rglob("*") if f.is_file())
