@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import runs, validate
 from .profile import retrain_requested
+from .progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: tuple, config: TrainC
         model.train()
         torch.manual_seed(_epoch_seed(config.seed, epoch))
         order = torch.randperm(n).to(device)
-        bar = tqdm(range(steps), desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
+        bar = progress_bar(range(steps), desc=f"epoch {epoch}/{config.epochs}", disable=not progress)
         losses = []
         for step in bar:
             index = order[step * config.batch_size:(step + 1) * config.batch_size]
