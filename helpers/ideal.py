@@ -50,8 +50,9 @@ PatchSize = int | Callable[[float], int]
 def _training_set(images: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
     """`train` [N, C, H, W] (N >= 1, the images' C, H, W and device) in the images' floating dtype."""
     if not (isinstance(images, torch.Tensor) and images.is_floating_point() and images.dim() == 4):
-        raise TypeError(f"x_t must be a floating-point tensor [B, C, H, W], not "
-                        f"{getattr(images, 'dtype', type(images).__name__)} of shape {list(getattr(images, 'shape', []))}.")
+        what = (f"{images.dtype} tensor of shape {list(images.shape)}" if isinstance(images, torch.Tensor)
+                else type(images).__name__)
+        raise TypeError(f"x_t must be a floating-point tensor [B, C, H, W], not a {what}.")
     if not isinstance(train, torch.Tensor) or train.dim() != 4 or images.shape[1:] != train.shape[1:]:
         raise ValueError(f"x_t [B, C, H, W] and train [N, C, H, W] must share C, H, W; got {list(images.shape)} "
                          f"and {list(getattr(train, 'shape', []))}.")

@@ -302,6 +302,14 @@ def test_t_outside_the_unit_interval_is_refused_with_the_right_reason(digits, t)
     assert ("t = 0" in str(error.value)) == (t <= 0)
 
 
+def test_a_query_that_is_not_a_float_image_batch_is_refused(digits):
+    x_t, train = digits
+    with pytest.raises(TypeError, match=r"x_t must be a floating-point tensor \[B, C, H, W\], not a torch.int64"):
+        ideal.local_denoiser(x_t.long(), 0.5, train, 3)
+    with pytest.raises(ValueError, match="train is on meta and x_t on cpu"):
+        ideal.ideal_denoiser(x_t, 0.5, train.to("meta"))
+
+
 def test_t_nan_is_refused(digits):
     x_t, train = digits
     with pytest.raises(ValueError, match="t must be a finite number"):
