@@ -200,7 +200,7 @@ def _inpainting_mask(mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     if not fits:
         raise ValueError(f"the mask's shape {list(mask.shape)} does not fit the image's {list(image.shape)}: give "
                          f"the mask the image's height and width and 1 or {image.shape[1]} channels, e.g. "
-                         f"{list(image.shape[-3:])} or {[1, *image.shape[-2:]]}.")
+                         f"{[1, *image.shape[-2:]]}.")
     if mask.dtype != torch.bool:
         values = mask.unique()
         if not bool(((values == 0) | (values == 1)).all()):
