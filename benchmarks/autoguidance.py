@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's helpers, whatever the venv holds
-from helpers import data, guidance, metrics, runs, runtime, samplers
+from helpers import data, guidance, metrics, profile, runs, runtime, samplers
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--profile", default="cpu", choices=profile.PROFILES)
     parser.add_argument("--run", default="flow_time_course", help="a time-only run under checkpoints/<profile>/")
     parser.add_argument("--guide-epoch", type=int, default=1)
     parser.add_argument("--weights", choices=("model", "ema"), default="ema", help="the guided model's weights")

@@ -22,7 +22,7 @@ from helpers.training import TrainConfig, train
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--profile", default="cpu", choices=profile.PROFILES)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--samples", type=int, default=500)
     args = parser.parse_args()

@@ -24,7 +24,7 @@ from helpers.training import TrainConfig, train
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="full")
+    parser.add_argument("--profile", default="full", choices=profile.PROFILES)
     parser.add_argument("--model", choices=("course", "attention"), default="attention")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--samples", type=int, default=1000)

@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's helpers, whatever the venv holds
-from helpers import data, guidance, metrics, runs, runtime, samplers
+from helpers import data, guidance, metrics, profile, runs, runtime, samplers
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--profile", default="cpu", choices=profile.PROFILES)
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0, 5.0, 7.0],

@@ -15,11 +15,17 @@ Every trick is a *noise estimate* ``estimate(x_t, t) -> (eps, v or None)`` fed t
 CFG, visual anagrams (average of each view's estimate mapped back by the view's inverse) and hybrid
 images (low-pass of one estimate plus high-pass of another); SDEdit starts from a forward-noised image,
 and inpainting resets the known pixels to the forward-noised original after every step.
+
+The public samplers check their inputs once (timesteps: whole numbers in [0, T - 1], strictly decreasing;
+`i_start` a valid index; an inpainting mask of 0s and 1s that fits the image) and their result for NaN or
+infinity before returning it.
 """
 from typing import Callable, Protocol
 
 import torch
 import torchvision.transforms.functional as TF
+
+from .validate import all_finite, count, finite_number
 
 Estimate = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor | None]]
 
@@ -39,7 +45,27 @@ def randn(shape, like: torch.Tensor, generator: torch.Generator | None = None) -
 
 def strided_timesteps(start: int = 990, stride: int = 30) -> list[int]:
     """[990, 960, ..., 30, 0]: the course's schedule; `i_start` indexes it."""
-    return list(range(start, -1, -stride))
+    return list(range(count(start, "start", minimum=0), -1, -count(stride, "stride")))
+
+
+def _timestep(t, alphas_cumprod: torch.Tensor, name: str = "t") -> int:
+    """t as an index into the schedule: a whole number in [0, T - 1]."""
+    return count(t, f"{name} (a timestep of this {len(alphas_cumprod)}-step schedule)", minimum=0,
+                 maximum=len(alphas_cumprod) - 1)
+
+
+def _timesteps(timesteps, alphas_cumprod: torch.Tensor) -> list[int]:
+    """A non-empty, strictly decreasing list of valid timesteps (such as `strided_timesteps()`)."""
+    steps = [_timestep(t, alphas_cumprod, "every entry of timesteps") for t in timesteps]
+    if not steps or any(later >= earlier for earlier, later in zip(steps, steps[1:])):
+        raise ValueError(f"timesteps must be a non-empty, strictly decreasing list such as strided_timesteps(), "
+                         f"not {steps[:5]}{' ...' if len(steps) > 5 else ''}.")
+    return steps
+
+
+def _start_index(i_start, timesteps: list[int]) -> int:
+    return count(i_start, f"i_start (an index into the {len(timesteps)} timesteps)", minimum=0,
+                 maximum=len(timesteps) - 1)
 
 
 def _abar(alphas_cumprod: torch.Tensor, t: int, like: torch.Tensor) -> torch.Tensor:
@@ -48,7 +74,8 @@ def _abar(alphas_cumprod: torch.Tensor, t: int, like: torch.Tensor) -> torch.Ten
 
 def forward(x0: torch.Tensor, t: int, alphas_cumprod: torch.Tensor, noise: torch.Tensor | None = None,
             generator: torch.Generator | None = None) -> torch.Tensor:
-    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, eps ~ N(0, I) unless `noise` is given."""
+    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, eps ~ N(0, I) unless `noise` is given; t in [0, T - 1]."""
+    t = _timestep(t, alphas_cumprod)
     if noise is None:
         noise = randn(x0.shape, x0, generator)
     abar = _abar(alphas_cumprod, t, x0)
@@ -97,13 +124,12 @@ def ddpm_step(x_t, t: int, t_prev: int, eps, alphas_cumprod, predicted=None, gen
 
 
 @torch.no_grad()
-def iterative_denoise(estimate: Estimate, x: torch.Tensor, i_start: int, timesteps: list[int], alphas_cumprod,
-                      generator: torch.Generator | None = None,
-                      after_step: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
-                      return_trajectory: bool = False):
-    """DDPM steps from timesteps[i_start] down to timesteps[-1]; `after_step(x, t')` may edit each result.
-
-    Returns x at timesteps[-1], or (x, [x at every visited timestep])."""
+def _denoise(estimate: Estimate, x: torch.Tensor, i_start: int, timesteps: list[int], alphas_cumprod,
+             generator: torch.Generator | None = None,
+             after_step: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+             return_trajectory: bool = False):
+    """`iterative_denoise` on checked inputs, its result checked finite (NaN and infinity propagate through
+    every later step, so the final x being finite vouches for the trajectory)."""
     trajectory = [x]
     for i in range(i_start, len(timesteps) - 1):
         t, t_prev = timesteps[i], timesteps[i + 1]
@@ -112,14 +138,29 @@ def iterative_denoise(estimate: Estimate, x: torch.Tensor, i_start: int, timeste
         if after_step is not None:
             x = after_step(x, t_prev)
         trajectory.append(x)
+    all_finite(x, "the denoised image")
     return (x, trajectory) if return_trajectory else x
+
+
+def iterative_denoise(estimate: Estimate, x: torch.Tensor, i_start: int, timesteps: list[int], alphas_cumprod,
+                      generator: torch.Generator | None = None,
+                      after_step: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+                      return_trajectory: bool = False):
+    """DDPM steps from timesteps[i_start] down to timesteps[-1]; `after_step(x, t')` may edit each result.
+
+    Returns x at timesteps[-1], or (x, [x at every visited timestep])."""
+    timesteps = _timesteps(timesteps, alphas_cumprod)
+    all_finite(x, "the starting image x")
+    return _denoise(estimate, x, _start_index(i_start, timesteps), timesteps, alphas_cumprod, generator,
+                    after_step, return_trajectory)
 
 
 def sample(estimate: Estimate, n: int, shape, timesteps: list[int], alphas_cumprod, device="cpu",
            generator: torch.Generator | None = None) -> torch.Tensor:
     """Sampling from scratch: pure noise at timesteps[0], denoised all the way, clipped to [-1, 1]."""
+    n, timesteps = count(n, "n (the number of samples)"), _timesteps(timesteps, alphas_cumprod)
     x = randn((n, *shape), torch.empty(0, device=device), generator)
-    return iterative_denoise(estimate, x, 0, timesteps, alphas_cumprod, generator).clamp(-1, 1)
+    return _denoise(estimate, x, 0, timesteps, alphas_cumprod, generator).clamp(-1, 1)
 
 
 def conditional(backend: Backend, embedding) -> Estimate:
@@ -129,6 +170,8 @@ def conditional(backend: Backend, embedding) -> Estimate:
 
 def guided(backend: Backend, embedding, null_embedding, gamma: float) -> Estimate:
     """Classifier-free guidance: eps(null) + gamma (eps(c) - eps(null)), with the conditional variance."""
+    gamma = finite_number(gamma, "gamma (the guidance scale)")
+
     def estimate(x, t):
         eps_c, predicted = backend.eps(x, t, embedding)
         eps_u, _ = backend.eps(x, t, null_embedding)
@@ -139,23 +182,47 @@ def guided(backend: Backend, embedding, null_embedding, gamma: float) -> Estimat
 def sdedit(estimate: Estimate, image: torch.Tensor, i_start: int, timesteps: list[int], alphas_cumprod,
            generator: torch.Generator | None = None) -> torch.Tensor:
     """Image-to-image: noise `image` to timesteps[i_start] with the forward process, then denoise it."""
-    x = forward(image, timesteps[i_start], alphas_cumprod, generator=generator)
-    return iterative_denoise(estimate, x, i_start, timesteps, alphas_cumprod, generator)
+    timesteps = _timesteps(timesteps, alphas_cumprod)
+    i_start = _start_index(i_start, timesteps)
+    x = forward(all_finite(image, "the image to edit"), timesteps[i_start], alphas_cumprod, generator=generator)
+    return _denoise(estimate, x, i_start, timesteps, alphas_cumprod, generator)
+
+
+def _inpainting_mask(mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """`mask` as 0.0 / 1.0 in the image's dtype, after checking it holds only 0 and 1 (or False and True) and
+    broadcasts to the image's shape without changing it."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a tensor of 0s and 1s, not {type(mask).__name__}.")
+    try:
+        fits = torch.broadcast_shapes(mask.shape, image.shape) == image.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"the mask's shape {list(mask.shape)} does not fit the image's {list(image.shape)}: give "
+                         f"the mask the image's height and width and 1 or {image.shape[1]} channels, e.g. "
+                         f"{[1, *image.shape[-2:]]}.")
+    if mask.dtype != torch.bool:
+        values = mask.unique()
+        if not bool(((values == 0) | (values == 1)).all()):
+            raise ValueError(f"the mask must hold only 0 (keep) and 1 (paint), or False and True, but it holds "
+                             f"{values[:4].tolist()}: for a 0/255 mask pass mask > 0.")
+    return mask.to(device=image.device, dtype=image.dtype)
 
 
 def inpaint(estimate: Estimate, image: torch.Tensor, mask: torch.Tensor, timesteps: list[int], alphas_cumprod,
             generator: torch.Generator | None = None, return_trajectory: bool = False):
     """RePaint-style: where mask = 1 the model paints; where mask = 0 every step is reset to the original
-    forward-noised to that step's timestep: x_t' <- m x_t' + (1 - m) forward(image, t')."""
-    if mask.shape[-2:] != image.shape[-2:]:
-        raise ValueError(f"mask {list(mask.shape)} and image {list(image.shape)} must share height and width")
+    forward-noised to that step's timestep: x_t' <- m x_t' + (1 - m) forward(image, t').
+
+    `mask` holds 0s and 1s (float, integer or bool) and broadcasts to the image, e.g. [C, H, W] or [1, H, W]."""
+    timesteps = _timesteps(timesteps, alphas_cumprod)
+    mask = _inpainting_mask(mask, all_finite(image, "the image to inpaint"))
 
     def keep_known(x, t):
         return mask * x + (1 - mask) * forward(image, t, alphas_cumprod, generator=generator)
 
     start = keep_known(randn(image.shape, image, generator), timesteps[0])
-    return iterative_denoise(estimate, start, 0, timesteps, alphas_cumprod, generator, keep_known,
-                             return_trajectory)
+    return _denoise(estimate, start, 0, timesteps, alphas_cumprod, generator, keep_known, return_trajectory)
 
 
 class View:
@@ -185,13 +252,14 @@ SKEW = View("column roll (skew)", lambda x: _roll_columns(x, 1), lambda x: _roll
 
 def anagram(estimates: list[Estimate], views: list[View]) -> Estimate:
     """Visual anagrams: eps = mean_k inverse_k(eps_k(apply_k(x))), each prompt seen through its own view;
-    predicted variances are mapped back and averaged likewise."""
-    if len(estimates) != len(views):
+    predicted variances are mapped back and averaged likewise; the averaged estimate is checked finite."""
+    if not estimates or len(estimates) != len(views):
         raise ValueError(f"one view per prompt: got {len(estimates)} estimates and {len(views)} views")
 
     def estimate(x, t):
         results = [est(view.apply(x), t) for est, view in zip(estimates, views)]
-        eps = torch.stack([view.inverse(e) for (e, _), view in zip(results, views)]).mean(0)
+        eps = all_finite(torch.stack([view.inverse(e) for (e, _), view in zip(results, views)]).mean(0),
+                         "the anagram's noise estimate")
         if results[0][1] is None:
             return eps, None
         return eps, torch.stack([view.inverse_variance(v) for (_, v), view in zip(results, views)]).mean(0)
@@ -200,17 +268,29 @@ def anagram(estimates: list[Estimate], views: list[View]) -> Estimate:
 
 def low_pass(x: torch.Tensor, kernel_size: int = 33, sigma: float = 2.0) -> torch.Tensor:
     """Gaussian blur (torchvision), the hybrid images' low-pass filter."""
+    kernel_size, sigma = _blur(kernel_size, sigma)
     if min(x.shape[-2:]) <= kernel_size // 2:
         raise ValueError(f"a {kernel_size}-pixel blur kernel needs images larger than {kernel_size // 2} pixels "
                          f"a side (reflect padding); got {list(x.shape[-2:])}: use a smaller kernel_size")
     return TF.gaussian_blur(x, [kernel_size, kernel_size], [sigma, sigma])
 
 
+def _blur(kernel_size, sigma) -> tuple[int, float]:
+    """A Gaussian blur's odd positive kernel size and positive sigma."""
+    kernel_size = count(kernel_size, "kernel_size")
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd (the blur is centred on each pixel), not {kernel_size}.")
+    return kernel_size, finite_number(sigma, "sigma", minimum=1e-6)
+
+
 def hybrid(low: Estimate, high: Estimate, kernel_size: int = 33, sigma: float = 2.0) -> Estimate:
-    """Factorized diffusion: eps = low_pass(eps_low) + (eps_high - low_pass(eps_high)); variances averaged."""
+    """Factorized diffusion: eps = low_pass(eps_low) + (eps_high - low_pass(eps_high)); variances averaged.
+    The combined estimate is checked finite."""
+    kernel_size, sigma = _blur(kernel_size, sigma)
+
     def estimate(x, t):
         eps_low, var_low = low(x, t)
         eps_high, var_high = high(x, t)
         eps = low_pass(eps_low, kernel_size, sigma) + eps_high - low_pass(eps_high, kernel_size, sigma)
-        return eps, None if var_low is None else (var_low + var_high) / 2
+        return all_finite(eps, "the hybrid noise estimate"), None if var_low is None else (var_low + var_high) / 2
     return estimate

@@ -22,8 +22,16 @@ The machines differ only in which candidates each pixel u may use:
         location, and an interior pixel every interior patch. With P >= the image size it reduces to LS.
 
 The temperature is the noise variance t^2 (the 2 t^2 above): the machines are exact Bayes denoisers for
-their candidate sets, with no free temperature. P (odd) may be a number or a function of t (the calibrated
-locality schedule, `helpers.locality`). Nothing is evaluated at t = 0, where the velocity is undefined.
+their candidate sets, with no free temperature. P (a whole, odd, positive number) may be a number or a
+function of t (the calibrated locality schedule, `helpers.locality`). Nothing is evaluated at t = 0, where
+the velocity is undefined.
+
+Patch sizes larger than the image: LS and bbELS pad with zeros, so any P is defined (bbELS with P >= the
+image size puts every pixel in a boundary class of its own, which is LS). ELS's candidates are the patches
+lying fully inside a training image, and none do when P exceeds the image's height or width: refused.
+
+Inputs are checked once, at each public function: a non-empty training set of x_t's shape (converted to
+x_t's dtype), t in (0, 1], whole odd positive P and counts; every denoiser's result is checked finite.
 
 Memory: the training set is read in groups of `group` images and the candidates of a group in chunks of
 `chunk` keys (by default sized so that a chunk's logits stay in cache); an online softmax (running maximum
@@ -34,24 +42,50 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from .validate import all_finite, count, finite_number
+
 PatchSize = int | Callable[[float], int]
 
 
-def _check(x_t: torch.Tensor, t: float, train: torch.Tensor, single_channel: bool = False) -> None:
-    if x_t.dim() != 4 or train.dim() != 4 or x_t.shape[1:] != train.shape[1:]:
-        raise ValueError(f"x_t [B, C, H, W] and train [N, C, H, W] must share C, H, W; got {list(x_t.shape)} "
-                         f"and {list(train.shape)}")
-    if not 0.0 < float(t) <= 1.0:
-        raise ValueError(f"t must be in (0, 1]; the velocity is undefined at t = 0 (got {t})")
+def _training_set(images: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+    """`train` [N, C, H, W] (N >= 1, the images' C, H, W and device) in the images' floating dtype."""
+    if not (isinstance(images, torch.Tensor) and images.is_floating_point() and images.dim() == 4):
+        what = (f"{images.dtype} tensor of shape {list(images.shape)}" if isinstance(images, torch.Tensor)
+                else type(images).__name__)
+        raise TypeError(f"x_t must be a floating-point tensor [B, C, H, W], not a {what}.")
+    if not isinstance(train, torch.Tensor) or train.dim() != 4 or images.shape[1:] != train.shape[1:]:
+        raise ValueError(f"x_t [B, C, H, W] and train [N, C, H, W] must share C, H, W; got {list(images.shape)} "
+                         f"and {list(getattr(train, 'shape', []))}.")
+    if train.shape[0] == 0:
+        raise ValueError("the training set is empty: the machines average over training images, so pass at least one.")
+    if train.device != images.device:
+        raise ValueError(f"train is on {train.device} and x_t on {images.device}: move the training set to x_t's "
+                         "device once, with train.to(device).")
+    return train.to(images.dtype)
+
+
+def _check(x_t: torch.Tensor, t: float, train: torch.Tensor, single_channel: bool = False) -> tuple[float, torch.Tensor]:
+    """(t, train) after checking t in (0, 1] and the training set against x_t (see `_training_set`)."""
+    train = _training_set(x_t, train)
+    t = finite_number(t, "t")
+    if t <= 0.0:
+        raise ValueError(f"t must be in (0, 1], not {t:g}: the velocity is undefined at t = 0 (the data end).")
+    if t > 1.0:
+        raise ValueError(f"t must be in (0, 1], not {t:g}: t = 1 is pure noise, the start of sampling.")
     if single_channel and x_t.shape[1] != 1:
-        raise ValueError(f"this machine works on single-channel images; got {x_t.shape[1]} channels")
+        raise ValueError(f"this machine works on single-channel images, not {x_t.shape[1]} channels: pass grey images.")
+    return t, train
 
 
 def _resolve(patch_size: PatchSize, t: float) -> int:
-    p = int(patch_size(t) if callable(patch_size) else patch_size)
-    if p < 1 or p % 2 == 0:
-        raise ValueError(f"patch size must be odd and positive, got {p}")
+    p = count(patch_size(t) if callable(patch_size) else patch_size, "the patch size P")
+    if p % 2 == 0:
+        raise ValueError(f"the patch size P must be odd (a patch is centred on its pixel), not {p}.")
     return p
+
+
+def _optional_count(value: int | None, name: str) -> int | None:
+    return None if value is None else count(value, name)
 
 
 class OnlineSoftmax:
@@ -128,16 +162,18 @@ def _groups(train: torch.Tensor, group: int) -> Iterator[torch.Tensor]:
 
 def ideal_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """IS: x0_hat = sum_n softmax_n(-|| x_t - (1 - t) x0_n ||^2 / (2 t^2)) x0_n."""
-    _check(x_t, t, train)
+    t, train = _check(x_t, t, train)
+    chunk = _optional_count(chunk, "chunk")
     b = x_t.shape[0]
     keys = train.reshape(train.shape[0], -1)
     state = OnlineSoftmax((b, 1), (keys.shape[1],), x_t)
     attend(state, x_t.reshape(b, 1, -1), keys, keys, t, chunk=chunk)
-    return state.result().reshape(x_t.shape)
+    return all_finite(state.result().reshape(x_t.shape), "the IS denoiser's x0_hat")
 
 
 def nearest_training_images(images: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
     """For each image, the training image closest in Euclidean distance (what IS memorises)."""
+    train = _training_set(images, train)
     distances = torch.cdist(images.flatten(1), train.flatten(1))
     return train[distances.argmin(1)]
 
@@ -145,9 +181,10 @@ def nearest_training_images(images: torch.Tensor, train: torch.Tensor) -> torch.
 def local_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size: PatchSize,
                    group: int = 256) -> torch.Tensor:
     """LS: at pixel u, logits_n(u) = -sum_{|d| <= P//2} (x_t(u + d) - (1 - t) x0_n(u + d))^2 / (2 t^2)
-    (zero padding), x0_hat(u) = sum_n softmax_n(logits(u)) x0_n(u)."""
-    _check(x_t, t, train)
-    p, a, scale = _resolve(patch_size, t), 1.0 - float(t), 1.0 / (2.0 * float(t) ** 2)
+    (zero padding), x0_hat(u) = sum_n softmax_n(logits(u)) x0_n(u). Any odd P, even larger than the image."""
+    t, train = _check(x_t, t, train)
+    group = count(group, "group")
+    p, a, scale = _resolve(patch_size, t), 1.0 - t, 1.0 / (2.0 * t ** 2)
     b, c, h, w = x_t.shape
     state = OnlineSoftmax((b, h * w), (c,), x_t)
     for images in _groups(train, group):
@@ -157,7 +194,7 @@ def local_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size:
         logits = (-scale * box).view(b, n, h * w).transpose(1, 2)                      # [B, HW, n]
         pixels = images.flatten(2).permute(2, 0, 1)                                     # [HW, n, C]
         state.update(logits, lambda weights: (weights.unsqueeze(-1) * pixels).sum(-2))
-    return state.result().transpose(1, 2).reshape(x_t.shape)
+    return all_finite(state.result().transpose(1, 2).reshape(x_t.shape), "the LS denoiser's x0_hat")
 
 
 def _patches(images: torch.Tensor, p: int) -> torch.Tensor:
@@ -171,10 +208,15 @@ def els_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size: P
     x0_hat(u) = sum_k softmax_k(-|| q_u - (1 - t) phi_k ||^2 / (2 t^2)) centre(phi_k).
 
     `deduplicate` merges identical patches of each group of images (weight = log count), exact and faster
-    on MNIST, whose blank background repeats the same patch thousands of times."""
-    _check(x_t, t, train, single_channel=True)
+    on MNIST, whose blank background repeats the same patch thousands of times. P must not exceed the
+    image's height or width (no patch would lie inside a training image)."""
+    t, train = _check(x_t, t, train, single_channel=True)
+    chunk, group = _optional_count(chunk, "chunk"), count(group, "group")
     p = _resolve(patch_size, t)
     b, _, h, w = x_t.shape
+    if p > min(h, w):
+        raise ValueError(f"ELS needs P x P patches inside {h} x {w} training images, but P = {p} at t = {t:g}: "
+                         f"use P <= {min(h, w)}, or bbELS, whose large-P limit is LS.")
     queries = F.unfold(F.pad(x_t, [p // 2] * 4, mode="circular"), p).transpose(1, 2)   # [B, H*W, P*P]
     state = OnlineSoftmax((b, h * w), (1,), x_t)
     for images in _groups(train, group):
@@ -183,7 +225,7 @@ def els_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size: P
             keys, log_counts = unique_patches(keys)
         centre = keys[:, (p * p) // 2:(p * p) // 2 + 1].contiguous()
         attend(state, queries, keys, centre, t, log_counts, chunk)
-    return state.result().view(b, 1, h, w)
+    return all_finite(state.result().view(b, 1, h, w), "the ELS denoiser's x0_hat")
 
 
 def _boundary_classes(size: int, r: int) -> list[slice]:
@@ -197,8 +239,10 @@ def bbels_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size:
                    chunk: int | None = None, group: int = 64) -> torch.Tensor:
     """bbELS: zero padding; a pixel matches the patches (centred anywhere in a training image) whose
     centre lies in the same row class and the same column class, where a row within P // 2 of the top or
-    bottom border is a class of its own and all interior rows form one class (columns likewise)."""
-    _check(x_t, t, train, single_channel=True)
+    bottom border is a class of its own and all interior rows form one class (columns likewise). Any odd P:
+    with P >= the image size every pixel is a class of its own, which is LS."""
+    t, train = _check(x_t, t, train, single_channel=True)
+    chunk, group = _optional_count(chunk, "chunk"), count(group, "group")
     p = _resolve(patch_size, t)
     r, (b, _, h, w) = p // 2, x_t.shape
     query_patches = F.unfold(F.pad(x_t, [r] * 4), p).transpose(1, 2).view(b, h, w, p * p)
@@ -215,21 +259,19 @@ def bbels_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size:
     for rows, cols in classes:
         out[:, rows, cols] = states[rows.start, cols.start].result().view(b, rows.stop - rows.start,
                                                                          cols.stop - cols.start)
-    return out.unsqueeze(1)
+    return all_finite(out.unsqueeze(1), "the bbELS denoiser's x0_hat")
 
 
 def velocity(denoiser: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     """The machine's velocity v = (x_t - x0_hat) / t from its denoiser."""
     def machine_velocity(x_t, t, train, *args, **kwargs):
-        return (x_t - denoiser(x_t, t, train, *args, **kwargs)) / float(t)
+        return (x_t - denoiser(x_t, t, train, *args, **kwargs)) / float(t)  # the denoiser checked t in (0, 1]
     machine_velocity.__doc__ = f"Velocity (x_t - x0_hat) / t of: {denoiser.__doc__}"
     return machine_velocity
 
 
 ideal_velocity = velocity(ideal_denoiser)
-local_velocity = velocity(local_denoiser)
 els_velocity = velocity(els_denoiser)
-bbels_velocity = velocity(bbels_denoiser)
 
 
 @torch.no_grad()
@@ -239,12 +281,15 @@ def sample(denoiser: Callable[[torch.Tensor, float], torch.Tensor], x1: torch.Te
 
     On the straight path this is deterministic DDIM; the last step (t = h) returns x0_hat exactly.
     `denoiser(x_t, t)` is any of the denoisers above with its training set (and patch size) bound.
+    The result (and the trajectory, whose last entry it is) is checked finite.
     """
-    x, h = x1, 1.0 / steps
+    steps = count(steps, "steps")
+    x, h = all_finite(x1, "the starting noise x1"), 1.0 / steps
     trajectory = [x] if return_trajectory else None
     for i in range(steps):
         t = 1.0 - i * h
         x = x - h * (x - denoiser(x, t)) / t
         if return_trajectory:
             trajectory.append(x)
+    all_finite(x, "the machine's sample")
     return (x, torch.stack(trajectory)) if return_trajectory else x

@@ -15,18 +15,32 @@ from typing import Callable
 
 import torch
 
-from . import checkpoint, samplers
+from . import checkpoint, samplers, validate
 
 
 @dataclass
 class LocalitySchedule:
-    """P(t): the calibrated patch size at the calibration step nearest to t."""
+    """P(t): the calibrated patch size at the calibration step nearest to t.
+
+    `times` (finite numbers) and `sizes` (odd positive whole numbers) are non-empty and of equal length,
+    checked when the schedule is made."""
 
     times: list[float]
     sizes: list[int]
 
+    def __post_init__(self):
+        self.times = [validate.finite_number(t, "every time of a LocalitySchedule") for t in self.times]
+        self.sizes = [validate.count(p, "every size of a LocalitySchedule") for p in self.sizes]
+        if not self.times or len(self.times) != len(self.sizes):
+            raise ValueError(f"a LocalitySchedule needs one size per time and at least one of each, not "
+                             f"{len(self.times)} times and {len(self.sizes)} sizes.")
+        if any(p % 2 == 0 for p in self.sizes):
+            raise ValueError(f"every size of a LocalitySchedule must be odd (a patch is centred on its pixel), "
+                             f"not {self.sizes}.")
+
     def __call__(self, t: float) -> int:
-        nearest = min(range(len(self.times)), key=lambda i: abs(self.times[i] - float(t)))
+        t = validate.finite_number(t, "t")
+        nearest = min(range(len(self.times)), key=lambda i: abs(self.times[i] - t))
         return self.sizes[nearest]
 
 

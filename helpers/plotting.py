@@ -1,32 +1,27 @@
-"""Figures: image grids, labelled image tables and loss curves, each titled with the active profile."""
+"""Figures: image grids, labelled image tables and loss curves, each titled with the active profile.
+
+Images are shown as (x - low) / (high - low) clipped to [0, 1], for value_range = (low, high)."""
 import matplotlib.pyplot as plt
 import torch
 import torchvision
 
 from .profile import tag
+from .validate import count, finite_number
 
 
 def _as_display(images: torch.Tensor, value_range) -> torch.Tensor:
-    low, high = value_range
+    low, high = (finite_number(v, "value_range's ends") for v in value_range)
+    if not low < high:
+        raise ValueError(f"value_range must be (low, high) with low < high, not {tuple(value_range)}.")
     return ((images.detach().float().cpu() - low) / (high - low)).clamp(0, 1)
-
-
-def show_grid(images: torch.Tensor, title: str, nrow: int = 8, value_range=(-1.0, 1.0), ax=None, size: float = 0.9):
-    """Draw `images` [N, C, H, W] as one grid (torchvision.utils.make_grid), titled with the profile."""
-    grid = torchvision.utils.make_grid(_as_display(images, value_range), nrow=nrow, padding=2, pad_value=1.0)
-    if ax is None:
-        rows = (len(images) + nrow - 1) // nrow
-        _, ax = plt.subplots(figsize=(size * nrow, size * rows + 0.6))
-    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-    ax.set_title(f"{title} {tag()}")
-    ax.axis("off")
-    return ax
 
 
 def show_table(rows, title: str, row_labels=(), col_labels=(), value_range=(-1.0, 1.0), size: float = 1.1):
     """Draw a table of single images: `rows` is a list of tensors [N, C, H, W], one tensor per row.
 
     Rows may differ in length; the cells past a short row's end stay empty."""
+    if not rows or not any(len(row) for row in rows):
+        raise ValueError("show_table needs at least one row holding at least one image.")
     n_rows, n_cols = len(rows), max(len(row) for row in rows)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols + 1.0, size * n_rows + 0.5), squeeze=False)
     for i, row in enumerate(rows):
@@ -47,6 +42,8 @@ def show_table(rows, title: str, row_labels=(), col_labels=(), value_range=(-1.0
 
 def plot_losses(curves: dict, title: str, log: bool = True, iterations_per_epoch: int | None = None):
     """Plot per-iteration loss curves (`curves`: label -> list of losses) on one axis."""
+    if not curves:
+        raise ValueError("plot_losses needs at least one curve (label -> list of losses).")
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for label, history in curves.items():
         ax.plot(history, label=label, linewidth=0.8)
@@ -66,6 +63,9 @@ def plot_losses(curves: dict, title: str, log: bool = True, iterations_per_epoch
 
 def show_grids(panels: dict, title: str, nrow: int = 8, value_range=(-1.0, 1.0), size: float = 0.45):
     """Several image grids side by side (`panels`: subtitle -> images [N, C, H, W]), under one title."""
+    if not panels:
+        raise ValueError("show_grids needs at least one panel (subtitle -> images).")
+    nrow = count(nrow, "nrow")
     first = next(iter(panels.values()))
     rows = (len(first) + nrow - 1) // nrow
     fig, axes = plt.subplots(1, len(panels), figsize=(size * nrow * len(panels) + 0.5, size * rows + 0.9),

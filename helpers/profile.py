@@ -8,6 +8,10 @@ Unset, the profile is ``full`` when CUDA is available and ``cpu`` otherwise. Thi
 place that reads the variable; every notebook asks it for its settings and names the profile in
 every figure title. `WORKBOOK_RETRAIN=1` asks every notebook to train again instead of loading
 a finished checkpoint.
+
+A profile passed explicitly (``settings("ideal", "cpu")``, a benchmark's ``--profile``) must be spelled
+exactly as in PROFILES: it names the folder ``checkpoints/<profile>/``, so ``CPU`` is refused rather than
+trained into a second folder.
 """
 import os
 from types import SimpleNamespace
@@ -85,16 +89,34 @@ def current_profile() -> str:
     return name
 
 
+def check_profile(profile: str | None) -> str:
+    """`profile` itself if it is one of PROFILES, the active profile if it is None; anything else is refused."""
+    if profile is None:
+        return current_profile()
+    if profile not in PROFILES:
+        raise ValueError(f"profile {profile!r} is not one of {', '.join(PROFILES)}: pass one of those names, "
+                         "in lower case (it names the folder checkpoints/<profile>/).")
+    return profile
+
+
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
 def retrain_requested() -> bool:
-    """True when `WORKBOOK_RETRAIN` is set to 1/true/yes: notebooks then ignore finished checkpoints."""
-    return os.environ.get("WORKBOOK_RETRAIN", "").strip().lower() in ("1", "true", "yes")
+    """True when `WORKBOOK_RETRAIN` is 1/true/yes/on, False when it is unset, empty or 0/false/no/off (any case):
+    notebooks then ignore finished checkpoints."""
+    value = os.environ.get("WORKBOOK_RETRAIN", "").strip().lower()
+    if value not in TRUE_WORDS + FALSE_WORDS:
+        raise ValueError(f"WORKBOOK_RETRAIN={value!r} is neither true nor false: set it to one of "
+                         f"{'/'.join(TRUE_WORDS)} to retrain, or {'/'.join(FALSE_WORDS[1:])} (or unset it) not to.")
+    return value in TRUE_WORDS
 
 
 def settings(section: str, profile: str | None = None) -> SimpleNamespace:
     """Budgets of one notebook section for `profile` (default: the active one), with ``.profile`` set."""
     if section not in SETTINGS:
         raise KeyError(f"no settings for {section!r}; known sections: {', '.join(SETTINGS)}")
-    profile = profile or current_profile()
+    profile = check_profile(profile)
     values = dict(SETTINGS[section]["full"])
     values.update(SETTINGS[section].get(profile, {}))
     if "figure_epochs" in values:  # the epochs figures show, as fractions of the run: derived, never typed twice
@@ -105,4 +127,4 @@ def settings(section: str, profile: str | None = None) -> SimpleNamespace:
 
 def tag(profile: str | None = None) -> str:
     """The label every figure carries, e.g. ``[profile: cpu]``."""
-    return f"[profile: {profile or current_profile()}]"
+    return f"[profile: {check_profile(profile)}]"

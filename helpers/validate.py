@@ -40,8 +40,8 @@ def all_finite(tensor: torch.Tensor, what: str) -> torch.Tensor:
     """`tensor` itself, after checking it holds no NaN or infinity (call it before writing or returning a result)."""
     if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
         bad = int((~torch.isfinite(tensor)).sum())
-        raise FloatingPointError(f"{what} has {bad} non-finite values (NaN or infinity); nothing was written. "
-                                 "Check the inputs and the model's weights.")
+        raise FloatingPointError(f"{what} has {bad} non-finite values (NaN or infinity), so nothing was written: "
+                                 "check the inputs and the model's weights.")
     return tensor
 
 
