@@ -22,6 +22,7 @@ run: setup
 test: setup
 	$(PY) -m pytest tests
 	WORKBOOK_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider notebooks
+	WORKBOOK_PROFILE=smoke-deepfloyd $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider notebooks/04_diffusion_sampling_tricks.ipynb
 
 benchmark: setup
 	$(PY) benchmarks/train_throughput.py

@@ -11,7 +11,9 @@ encoded later; the error says which one to add.
 
 Nothing here downloads anything unless `load_deepfloyd` is called; it raises `DeepFloydUnavailable`
 with one sentence when IF cannot be used here (no CUDA GPU, transformers missing, weights gated or
-unreachable), and the notebook falls back to the project backend.
+unreachable), and the notebook falls back to the project backend. ``source="tiny-deepfloyd"`` loads,
+through the same steps, the tiny random IF of `helpers.tiny_deepfloyd` instead (offline, CPU, seconds):
+the test of this path.
 """
 import gc
 
@@ -26,19 +28,20 @@ class DeepFloydUnavailable(RuntimeError):
 
 
 class DeepFloydBackend:
-    """Noise predictor ``eps(x_t, t, embedding) -> (eps, v)`` around an IF-shaped ``UNet2DConditionModel``."""
+    """Noise predictor ``eps(x_t, t, embedding) -> (eps, v)`` around IF's stage-1 pipeline (its UNet and scheduler)."""
 
-    def __init__(self, unet, scheduler, embeddings: dict[str, torch.Tensor], upsampler=None):
-        self.unet, self.scheduler, self.upsampler = unet.eval(), scheduler, upsampler
-        self.alphas_cumprod = scheduler.alphas_cumprod
+    def __init__(self, stage_1, embeddings: dict[str, torch.Tensor], upsampler=None):
+        self.stage_1, self.upsampler = stage_1, upsampler
+        self.unet, self.scheduler = stage_1.unet.eval(), stage_1.scheduler
+        self.alphas_cumprod = self.scheduler.alphas_cumprod
         self.embeddings = embeddings
-        self.device = unet.device
+        self.device = self.unet.device
         self.name = "DeepFloyd IF"
-        self.image_shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-        if unet.config.out_channels != 2 * unet.config.in_channels:
-            raise ValueError(f"an IF-shaped UNet predicts noise and variance: {2 * unet.config.in_channels} "
-                             f"output channels for {unet.config.in_channels} input channels, "
-                             f"not {unet.config.out_channels}")
+        config = self.unet.config
+        self.image_shape = (config.in_channels, config.sample_size, config.sample_size)
+        if config.out_channels != 2 * config.in_channels:
+            raise ValueError(f"an IF-shaped UNet predicts noise and variance: {2 * config.in_channels} "
+                             f"output channels for {config.in_channels} input channels, not {config.out_channels}")
 
     def embed(self, prompt: str) -> torch.Tensor:
         """The cached T5 embedding [1, 77, D] of `prompt` (encoded by `load_deepfloyd`)."""
@@ -62,42 +65,98 @@ class DeepFloydBackend:
         """Stage 2: 64 x 64 -> 256 x 256 for `prompt`, in [-1, 1]."""
         if self.upsampler is None:
             raise RuntimeError("no stage-2 upsampler was loaded (load_deepfloyd(..., upsample=True))")
-        embedding = self.embed(prompt).expand(len(images), -1, -1)
-        null = self.embed("").expand(len(images), -1, -1)
-        out = self.upsampler(image=images.to(self.device, self.unet.dtype), prompt_embeds=embedding,
-                             negative_prompt_embeds=null, num_inference_steps=steps, output_type="pt",
-                             generator=torch.Generator(self.device).manual_seed(seed)).images
+        out = self.upsampler(image=images.to(self.device, self.unet.dtype), **self._prompt_kwargs(prompt, len(images)),
+                             num_inference_steps=steps, output_type="pt", generator=self._generator(seed)).images
         return out.float().cpu().clamp(-1, 1)  # output_type "pt" is the model's own [-1, 1] range
 
+    @torch.no_grad()
+    def generate(self, prompt: str, steps: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The course's Part 0: stage 1 draws a 64 x 64 image of `prompt` in `steps` steps (IF's own sampler,
+        CFG 7), then stage 2 upsamples it to 256 x 256 in `steps` steps; both in [-1, 1], on the CPU."""
+        small = self.stage_1(**self._prompt_kwargs(prompt, 1), num_inference_steps=steps, output_type="pt",
+                             generator=self._generator(seed)).images
+        return small.float().cpu().clamp(-1, 1), self.upsample(small, prompt, steps, seed)
 
-def load_deepfloyd(prompts: list[str], device="cuda", upsample: bool = True) -> DeepFloydBackend:
-    """Encode `prompts` (and the empty prompt) with T5, free it, then load stage 1 (and stage 2) in fp16."""
+    def _prompt_kwargs(self, prompt: str, n: int) -> dict:
+        return dict(prompt_embeds=self.embed(prompt).expand(n, -1, -1),
+                    negative_prompt_embeds=self.embed("").expand(n, -1, -1))
+
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(self.device).manual_seed(seed)
+
+
+SOURCES = ("deepfloyd", "tiny-deepfloyd")
+
+
+def load_deepfloyd(prompts: list[str], device="cuda", upsample: bool = True, source: str = "deepfloyd"
+                   ) -> DeepFloydBackend:
+    """Encode `prompts` (and the empty prompt) with T5, free it, then load stage 1 (and stage 2) in fp16.
+
+    `source` is ``"deepfloyd"`` (IF-I-XL and IF-II-L from the Hugging Face Hub) or ``"tiny-deepfloyd"``
+    (the tiny random stand-in, built offline)."""
+    if source == "tiny-deepfloyd":
+        return _encode_then_load(prompts, device, upsample, *_tiny_loaders(prompts, device))
+    if source != "deepfloyd":
+        raise ValueError(f"source={source!r} is not a DeepFloyd IF source; use one of {', '.join(SOURCES)}")
     if not torch.cuda.is_available():
         raise DeepFloydUnavailable("DeepFloyd IF needs a CUDA GPU with about 15 GB (a Colab T4 will do), "
                                    "and there is none here.")
     try:
-        from diffusers import DiffusionPipeline
-        from transformers import T5EncoderModel
+        loaders = _hub_loaders(device)
     except ImportError as error:
         raise DeepFloydUnavailable(f"DeepFloyd IF needs transformers and sentencepiece ({error.name} is missing): "
                                    "pip install transformers sentencepiece accelerate.") from None
-    fp16 = dict(variant="fp16", torch_dtype=torch.float16)
     try:
-        encoder = T5EncoderModel.from_pretrained(STAGE_1, subfolder="text_encoder", **fp16).to(device)
-        encoder_pipe = DiffusionPipeline.from_pretrained(STAGE_1, text_encoder=encoder, unet=None, **fp16)
-        embeddings = {}
-        for prompt in dict.fromkeys(["", *prompts]):
-            embedding, _ = encoder_pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device=device)
-            embeddings[prompt] = embedding.detach()
-        del encoder, encoder_pipe  # the last references: T5's ~9 GB can now be released before the UNet loads
-        gc.collect()
-        torch.cuda.empty_cache()
-        stage_1 = DiffusionPipeline.from_pretrained(STAGE_1, text_encoder=None, **fp16).to(device)
-        stage_2 = (DiffusionPipeline.from_pretrained(STAGE_2, text_encoder=None, **fp16).to(device)
-                   if upsample else None)
+        return _encode_then_load(prompts, device, upsample, *loaders)
     except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0][:200]
         raise DeepFloydUnavailable(
             f"DeepFloyd IF's weights could not be loaded ({reason}); they need a Hugging Face token "
             f"(huggingface-cli login) and the licence accepted at https://huggingface.co/{STAGE_1}.") from None
-    return DeepFloydBackend(stage_1.unet, stage_1.scheduler, embeddings, stage_2)
+
+
+def _encode_then_load(prompts, device, upsample, load_encoder, load_stage_1, load_stage_2) -> DeepFloydBackend:
+    """The memory order of a 15 GB T4: only the text encoder is loaded while prompts are encoded; it is freed
+    (its last reference dropped, CUDA's cache emptied) before the stage-1 UNet is loaded."""
+    encoder_pipe = load_encoder()
+    embeddings = {}
+    for prompt in dict.fromkeys(["", *prompts]):
+        embedding, _ = encoder_pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device=device)
+        embeddings[prompt] = embedding.detach()
+    del encoder_pipe  # the last reference: T5's ~9 GB can now be released before the UNet loads
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    stage_1 = load_stage_1()
+    stage_2 = load_stage_2() if upsample else None
+    for pipe in (stage_1, stage_2):
+        if pipe is not None:
+            pipe.set_progress_bar_config(disable=True)
+    return DeepFloydBackend(stage_1, embeddings, stage_2)
+
+
+def _hub_loaders(device):
+    """IF-I-XL's text encoder (alone), IF-I-XL's UNet and IF-II-L's UNet from the Hub, fp16, on `device`."""
+    from diffusers import DiffusionPipeline
+    from transformers import T5EncoderModel
+
+    fp16 = dict(variant="fp16", torch_dtype=torch.float16)
+
+    def load_encoder():
+        encoder = T5EncoderModel.from_pretrained(STAGE_1, subfolder="text_encoder", **fp16).to(device)
+        return DiffusionPipeline.from_pretrained(STAGE_1, text_encoder=encoder, unet=None, **fp16)
+
+    return (load_encoder,
+            lambda: DiffusionPipeline.from_pretrained(STAGE_1, text_encoder=None, **fp16).to(device),
+            lambda: DiffusionPipeline.from_pretrained(STAGE_2, text_encoder=None, **fp16).to(device))
+
+
+def _tiny_loaders(prompts, device):
+    """The same three steps on `helpers.tiny_deepfloyd`'s random IF: fp16 on CUDA as the real weights, fp32 on
+    the CPU (where diffusers warns that fp16 pipelines fail and fp16 convolutions are ~10x slower)."""
+    from . import tiny_deepfloyd as tiny
+
+    vocabulary, dtype = ["", *prompts], torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    return (lambda: tiny.stage_1(vocabulary, dtype, with_unet=False).to(device),
+            lambda: tiny.stage_1(vocabulary, dtype, with_text_encoder=False).to(device),
+            lambda: tiny.stage_2(dtype).to(device))

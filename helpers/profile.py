@@ -3,6 +3,7 @@
 - ``smoke``: just enough to execute every cell quickly (nbval on a 2-core CPU); figures are not meaningful.
 - ``cpu``:   real, recognisable results on a 2-core laptop in minutes.
 - ``full``:  the assignment's hyperparameters, meant for a GPU.
+- ``smoke-deepfloyd``: smoke, with notebook 04 on a tiny random DeepFloyd IF (its DeepFloyd branch under test).
 
 Unset, the profile is ``full`` when CUDA is available and ``cpu`` otherwise. This module is the only
 place that reads the variable; every notebook asks it for its settings and names the profile in
@@ -20,7 +21,10 @@ import torch
 
 from .guidance import CFG_SCALE
 
-PROFILES = ("smoke", "cpu", "full")
+PROFILES = ("smoke", "cpu", "full", "smoke-deepfloyd")
+# A derived profile is its base's settings with its own few on top: ``smoke-deepfloyd`` is smoke with
+# notebook 04 on the tiny random DeepFloyd IF of helpers/tiny_deepfloyd.py, the test of its DeepFloyd branch.
+BASES = {"smoke-deepfloyd": "smoke"}
 
 # Per-notebook budgets. A key missing from a profile falls back to the ``full`` value. `figure_epochs` are the
 # epochs whose weights figures show, as fractions of the run (0 = the first epoch); `settings` turns them into
@@ -66,8 +70,10 @@ SETTINGS = {
     # Diffusion sampling tricks (notebook 04): every run uses the strided timesteps 990, 960, ..., 0; the
     # profiles differ in how many samples the measured figures use.
     "tricks": {
-        "full": dict(shown=5, per_digit=100, anagram_seeds=20, guidance=7.0),
-        "smoke": dict(shown=2, per_digit=2, anagram_seeds=2),
+        "full": dict(shown=5, per_digit=100, anagram_seeds=20, guidance=7.0, backend="deepfloyd",
+                     part0_steps=(5, 20)),
+        "smoke": dict(shown=2, per_digit=2, anagram_seeds=2, part0_steps=(1, 2)),
+        "smoke-deepfloyd": dict(backend="tiny-deepfloyd"),
     },
     "classifier": {
         "full": dict(width=32, batch_size=128, lr=2e-3, epochs=3, train_images=60_000),
@@ -118,6 +124,7 @@ def settings(section: str, profile: str | None = None) -> SimpleNamespace:
         raise KeyError(f"no settings for {section!r}; known sections: {', '.join(SETTINGS)}")
     profile = check_profile(profile)
     values = dict(SETTINGS[section]["full"])
+    values.update(SETTINGS[section].get(BASES.get(profile), {}))
     values.update(SETTINGS[section].get(profile, {}))
     if "figure_epochs" in values:  # the epochs figures show, as fractions of the run: derived, never typed twice
         fractions = values.pop("figure_epochs")

@@ -1,11 +1,14 @@
 """The two backends of the sampling tricks: the project's flow model read as a noise predictor, and
 DeepFloyd IF's interface on a tiny random UNet of IF's shape (no download)."""
+import gc
+
 import pytest
 import torch
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers import DDPMScheduler, IFPipeline, UNet2DConditionModel
 from torch import nn
+from transformers import T5EncoderModel
 
-from helpers import deepfloyd, diffusion
+from helpers import deepfloyd, diffusion, tiny_deepfloyd
 from helpers.metrics import trained_classifier
 from helpers.flow_backend import FlowNoisePredictor, path_time, project_backend
 
@@ -79,7 +82,8 @@ def tiny_if():
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
     gen = torch.Generator().manual_seed(1)
     embeddings = {p: torch.randn(1, 77, 12, generator=gen) for p in ("", "an oil painting of a man", "a waterfall")}
-    return deepfloyd.DeepFloydBackend(unet, SCHEDULER, embeddings)
+    stage_1 = IFPipeline(tokenizer=None, text_encoder=None, unet=unet, scheduler=SCHEDULER, **tiny_deepfloyd.NO_SAFETY)
+    return deepfloyd.DeepFloydBackend(stage_1, embeddings)
 
 
 def test_every_trick_runs_on_an_if_shaped_backend(tiny_if):
@@ -119,3 +123,30 @@ def test_load_deepfloyd_says_why_it_cannot_run_here():
         pytest.skip("a GPU is present; whether the weights are reachable depends on the account")
     with pytest.raises(deepfloyd.DeepFloydUnavailable, match="CUDA GPU"):
         deepfloyd.load_deepfloyd(["a photo of a dog"])
+
+
+def test_tiny_deepfloyd_goes_through_the_real_loading_steps_with_if_shapes():
+    prompts = ["a rocket ship", "a man wearing a hat"]
+    backend = deepfloyd.load_deepfloyd(prompts, "cpu", source="tiny-deepfloyd")
+    gc.collect()
+    assert not [obj for obj in gc.get_objects() if type(obj) is T5EncoderModel]  # freed before stage 1 loaded
+    assert set(backend.embeddings) == {"", *prompts}
+    for embedding in backend.embeddings.values():  # fp32 on the CPU, fp16 (as IF's weights) on CUDA
+        assert embedding.shape == (1, 77, tiny_deepfloyd.TEXT_DIM) and embedding.dtype == backend.unet.dtype
+    assert not torch.equal(backend.embed(prompts[0]), backend.embed(prompts[1]))
+    assert backend.image_shape == (3, 64, 64)
+    eps, variance = backend.eps(torch.zeros(2, 3, 64, 64), 990, backend.embed(prompts[0]))
+    assert eps.shape == variance.shape == (2, 3, 64, 64) and eps.dtype == torch.float32
+    small, big = backend.generate(prompts[0], steps=1)
+    assert small.shape == (1, 3, 64, 64) and big.shape == (1, 3, 256, 256)
+    assert small.dtype == big.dtype == torch.float32 and small.abs().max() <= 1 and big.abs().max() <= 1
+    assert backend.upsampler.unet.config.in_channels == 6 and backend.upsampler.unet.config.sample_size == 256
+    with pytest.raises(ValueError, match="not a DeepFloyd IF source"):
+        deepfloyd.load_deepfloyd(prompts, "cpu", source="tiny")
+
+
+def test_tiny_deepfloyd_tokenizer_pads_to_77_and_spells_unknown_words():
+    tokenizer = tiny_deepfloyd.tokenizer(["a rocket ship"])
+    ids = tokenizer("a rocket zebra", padding="max_length", max_length=77).input_ids
+    assert len(ids) == 77 and tokenizer.unk_token_id not in ids
+    assert tokenizer.tokenize("a rocket") == ["\u2581a", "\u2581rocket"]

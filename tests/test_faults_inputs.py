@@ -203,7 +203,7 @@ def test_inputs_with_nan_are_refused_before_sampling(grey):
 
 @pytest.mark.parametrize("name", ["bogus", "CPU", " cpu", ""])
 def test_an_explicit_profile_must_be_one_of_the_profiles(name):
-    with pytest.raises(ValueError, match=r"profile .* is not one of smoke, cpu, full: .*lower case"):
+    with pytest.raises(ValueError, match=r"profile .* is not one of smoke, cpu, full, smoke-deepfloyd: .*lower case"):
         profile.settings("ideal", name)
     with pytest.raises(ValueError, match="is not one of"):
         profile.tag(name)
