@@ -93,7 +93,7 @@ class ExerciseMissing(NotImplementedError):
 
     def __init__(self, key: str, hint: str):
         self.exercise, self.hint = BY_KEY[key], hint
-        super().__init__(f"exercise {key} ({self.exercise.where}) is not written yet. Hint: {hint}")
+        super().__init__(f"exercise {key} ({self.exercise.where}) is not written yet; hint: {hint}")
 
 
 class CheckFailed(AssertionError):
