@@ -92,10 +92,15 @@ def strip_source(text: str, where: str) -> tuple[str, list[str]]:
     return _fill_stubs(cell.source, found), [key for key, _ in found]
 
 
+def sources(root: Path = ROOT) -> list[Path]:
+    """The helpers package's Python files, subpackages included."""
+    return sorted(path for path in (root / "helpers").rglob("*.py") if "__pycache__" not in path.parts)
+
+
 def active_exercises(root: Path = ROOT) -> list[str]:
     """Keys of the exercises whose regions are marked in `root`'s helpers, in table order."""
     keys = set()
-    for path in sorted((root / "helpers").glob("*.py")):
+    for path in sources(root):
         keys.update(key for key, _ in hints(path.read_text(), str(path.relative_to(root))))
     return [exercise.key for exercise in EXERCISES if exercise.key in keys]
 
@@ -156,9 +161,11 @@ def build(out: Path, root: Path = ROOT) -> list[str]:
         shutil.rmtree(out / sub, ignore_errors=True)
     (out / "helpers").mkdir(parents=True)
     (out / "notebooks").mkdir()
-    for path in sorted((root / "helpers").glob("*.py")):
+    for path in sources(root):
         text, _ = strip_source(path.read_text(), str(path.relative_to(root)))
-        (out / "helpers" / path.name).write_text(text)
+        target = out / path.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
     for path in sorted((root / "notebooks").glob("*.ipynb")):
         nb = student_notebook(nbformat.read(path, as_version=4), path.name, active)
         nbformat.write(nb, out / "notebooks" / path.name)
@@ -177,23 +184,31 @@ def _copy_data(source: Path, target: Path) -> None:
         (target / "MNIST").symlink_to((source / "MNIST").resolve(), target_is_directory=True)
 
 
-def fill(student: Path, root: Path = ROOT) -> int:
+def fill(student: Path, root: Path = ROOT, keep: tuple[str, ...] = ()) -> int:
     """Put the reference regions of `root`'s helpers back into the stubs of a built edition, by the markers:
-    each stub becomes the marked region it replaced. Returns the number of regions filled."""
-    filled = 0
-    for path in sorted((root / "helpers").glob("*.py")):
+    each stub becomes the marked region it replaced, except the stubs of the exercises in `keep`.
+    Returns the number of regions filled."""
+    stub = re.compile(rf"^[ \t]*{re.escape(STUB_IMPORT)}\n[ \t]*raise ExerciseMissing\('([^']+)'.*\n", flags=re.M)
+    filled = []
+    for path in sources(root):
         reference = path.read_text()
         regions = re.findall(rf"^[ \t]*{BEGIN}\n.*?^[ \t]*{END}\n", reference, flags=re.M | re.S)
+        by_key: dict[str, list[str]] = {}
+        for (key, _), region in zip(hints(reference, str(path)), regions):
+            by_key.setdefault(key, []).append(region)
         if not regions:
             continue
-        target = Path(student) / "helpers" / path.name
-        stub = re.compile(rf"^[ \t]*{re.escape(STUB_IMPORT)}\n[ \t]*raise ExerciseMissing\(.*\)\n", flags=re.M)
-        text, count = stub.subn(lambda _: regions.pop(0), target.read_text())
-        if regions:
-            raise CourseError(f"{target}: {count} stubs for {count + len(regions)} reference regions")
-        target.write_text(text)
-        filled += count
-    return filled
+        target = Path(student) / path.relative_to(root)
+
+        def restore(match):
+            if match[1] in keep:
+                return match[0]
+            if not by_key.get(match[1]):
+                raise CourseError(f"{target} has more stubs of exercise {match[1]} than {path} has regions")
+            filled.append(match[1])
+            return by_key[match[1]].pop(0)
+        target.write_text(stub.sub(restore, target.read_text()))
+    return len(filled)
 
 
 def main(argv=None) -> None:

@@ -100,24 +100,27 @@ class CheckFailed(AssertionError):
     """A check's verdict: one sentence naming what is wrong (never the solution)."""
 
 
-# The first reason this kernel could not run a cell (an exercise, or a model an earlier notebook trains).
+# Why this kernel's cells could not run so far (exercises, or models an earlier notebook trains), latest last.
 _waiting: list[str] = []
 
 
 def _one_line(shell, etype, value, tb, tb_offset=None):
-    """IPython handler: one line for an unfinished exercise and for the cells that wait for it."""
+    """IPython handler: one line, in place of the traceback, for an unfinished exercise's check and for the
+    cells that wait for it; any other error is shown as usual."""
     if issubclass(etype, CheckFailed):
         line = f"✗ {value}"
     elif issubclass(etype, ExerciseMissing):
         _waiting.append(f"exercise {value.exercise.key} ({value.exercise.where})")
-        line = f"⏸ this cell waits for {_waiting[0]}"
+        line = f"⏸ this cell waits for {_waiting[-1]}"
     elif _waiting and issubclass(etype, NameError):
-        line = f"⏸ this cell waits for {_waiting[0]}: {value.name!r} comes from a cell that could not run yet"
+        line = f"⏸ this cell waits for {_waiting[-1]}: {value.name!r} comes from a cell that could not run yet"
     elif etype.__name__ == "CheckpointError":
-        _waiting.append(str(value))
+        _waiting.append(f"an earlier notebook's model ({value})")
         line = f"⏸ {value}"
     else:
-        return shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
+        shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+        return None
+    shell._showtraceback(etype, value, [line])
     return [line]
 
 

@@ -3,7 +3,7 @@ output: perturbing an input or a sub-network must (or must not) change what come
 import torch
 from torch import nn
 
-from helpers.checks.core import close, fail, grades
+from helpers.checks.core import close, fail, first_line, grades
 
 GELU_MIN = -0.1700  # min_x x * Phi(x)
 
@@ -50,7 +50,7 @@ def course_unet(CourseUNet):
             skips, bottleneck = model.encode(x)
             base = model.decode(skips, bottleneck)
     except RuntimeError as error:
-        fail(f"the forward pass fails ({str(error).splitlines()[0]}): each UpBlock's input is the upsampled "
+        fail(f"the forward pass fails ({first_line(error)}): each UpBlock's input is the upsampled "
              f"tensor concatenated (dim=1) with the skip of the same resolution")
     if out.shape != x.shape:
         fail(f"the UNet maps {list(x.shape)} to {list(out.shape)}")
@@ -88,7 +88,7 @@ def time_conditioning(ConditionalCourseUNet):
         with torch.no_grad():
             out = model(x, t)
     except RuntimeError as error:
-        fail(f"the forward pass fails on t of shape [3] ({str(error).splitlines()[0]}): make t a [B, 1] column for "
+        fail(f"the forward pass fails on t of shape [3] ({first_line(error)}): make t a [B, 1] column for "
              f"fc1_t / fc2_t, and their outputs [B, channels, 1, 1]")
     with torch.no_grad():
         if out.shape != x.shape:
@@ -114,7 +114,7 @@ def class_conditioning(ConditionalCourseUNet):
         with torch.no_grad():
             out = model(x, t, labels)
     except (RuntimeError, IndexError) as error:
-        fail(f"the forward pass fails on labels [3, 7, 10] ({str(error).splitlines()[0]}): the null label 10 "
+        fail(f"the forward pass fails on labels [3, 7, 10] ({first_line(error)}): the null label 10 "
              f"needs a one-hot vector too (all zeros)")
     with torch.no_grad():
         if torch.equal(model(x, t, torch.full((3,), 3)), model(x, t, torch.full((3,), 7))):
