@@ -109,8 +109,9 @@ def exercise_cells(key: str) -> list[NotebookNode]:
     exercise = BY_KEY[key]
     text = (f"**Exercise {key}: {exercise.title}.** Fill in {exercise.where} (the `# Exercise {key} hint` line "
             f"there says how to start), then run the check below until it passes.")
-    return [nbformat.v4.new_markdown_cell(text),
-            nbformat.v4.new_code_cell(f"{exercise.imports}\n{exercise.check}")]
+    name = "exercise-" + key.replace(".", "-")
+    return [nbformat.v4.new_markdown_cell(text, id=f"{name}-text"),
+            nbformat.v4.new_code_cell(f"{exercise.imports}\n{exercise.check}", id=f"{name}-check")]
 
 
 def student_notebook(nb: NotebookNode, name: str, active: list[str]) -> NotebookNode:
@@ -138,7 +139,7 @@ def student_notebook(nb: NotebookNode, name: str, active: list[str]) -> Notebook
         raise CourseError(f"{name} has no cell with the id named for exercise(s) {missing} in helpers.exercises")
     nb.cells = cells
     nb.metadata.pop("widgets", None)
-    nbformat.validator.normalize(nb)
+    nbformat.validate(nb)
     return nb
 
 

@@ -158,3 +158,21 @@ def test_filled_student_notebooks_pass_nbval_in_smoke(tmp_path):
                           text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:]
     print(f"student notebooks, filled, under nbval in smoke: {time.perf_counter() - start:.0f} s")
+
+
+def test_every_exercise_has_a_check_and_a_notebook_cell_to_precede():
+    from helpers import check
+    from helpers.exercises import EXERCISES
+    for exercise in EXERCISES:
+        name = exercise.check.split("(")[0].removeprefix("check.")
+        assert getattr(check, name).exercise == exercise.key, exercise.key
+        nb = nbformat.read(ROOT / "notebooks" / exercise.notebook, as_version=4)
+        assert exercise.before in [cell.get("id") for cell in nb.cells], exercise.key
+
+
+def test_the_build_is_deterministic(tmp_path):
+    course.build(tmp_path / "a")
+    course.build(tmp_path / "b")
+    for path in (tmp_path / "a").rglob("*"):
+        if path.is_file():
+            assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes(), path
