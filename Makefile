@@ -1,12 +1,13 @@
 # Two commands do everything (see README.md):
 #   make run    - set up, then execute every notebook in $WORKBOOK_PROFILE and render the deliverables
 #   make test   - set up, then run the pytest unit tests and nbval over every notebook (smoke profile)
+#   make student - write the student edition to student/ (exercises stubbed, check cells added; see helpers/course.py)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test benchmark clean-venv
+.PHONY: setup run test student benchmark clean-venv
 
 setup: $(STAMP)
 
@@ -23,6 +24,9 @@ test: setup
 	$(PY) -m pytest tests
 	WORKBOOK_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider notebooks
 	WORKBOOK_PROFILE=smoke-deepfloyd $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider notebooks/04_diffusion_sampling_tricks.ipynb
+
+student: setup
+	$(PY) -m helpers.course student --out student
 
 benchmark: setup
 	$(PY) benchmarks/train_throughput.py

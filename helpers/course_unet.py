@@ -16,15 +16,24 @@ from . import validate
 
 
 def conv(c_in, c_out):
+    # Exercise 1.2 hint: a 3 x 3 convolution that keeps the resolution, then BatchNorm and GELU, in an nn.Sequential.
+    ### BEGIN SOLUTION
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1), nn.BatchNorm2d(c_out), nn.GELU())
+    ### END SOLUTION
 
 
 def down_conv(c_in, c_out):
+    # Exercise 1.2 hint: as conv, but the convolution's stride halves the resolution.
+    ### BEGIN SOLUTION
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 2, 1), nn.BatchNorm2d(c_out), nn.GELU())
+    ### END SOLUTION
 
 
 def up_conv(c_in, c_out):
+    # Exercise 1.2 hint: a 4 x 4 transposed convolution whose stride doubles the resolution, then BatchNorm and GELU.
+    ### BEGIN SOLUTION
     return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.GELU())
+    ### END SOLUTION
 
 
 def conv_block(c_in, c_out):
@@ -55,8 +64,11 @@ class CourseUNet(nn.Module):
         self.conv_in = conv_block(in_channels, d)
         self.down1 = down_block(d, d)
         self.down2 = down_block(d, 2 * d)
+        # Exercise 1.3 hint: Flatten pools the s x s bottleneck to 1 x 1 (then GELU); Unflatten is a transposed conv back.
+        ### BEGIN SOLUTION
         self.flatten = nn.Sequential(nn.AvgPool2d(s), nn.GELU())
         self.unflatten = nn.Sequential(nn.ConvTranspose2d(2 * d, 2 * d, s, s), nn.BatchNorm2d(2 * d), nn.GELU())
+        ### END SOLUTION
         self.up1 = up_block(4 * d, d)
         self.up2 = up_block(2 * d, d)
         self.conv_out = conv_block(2 * d, d)
@@ -78,11 +90,14 @@ class CourseUNet(nn.Module):
     def decode(self, skips, bottleneck, modulate_up1=None):
         """Decoder half; `modulate_up1` (if given) transforms the first UpBlock's output."""
         h0, h1, h2 = skips
+        # Exercise 1.3 hint: each UpBlock (and conv_out) sees its input concatenated with the skip of its resolution.
+        ### BEGIN SOLUTION
         u1 = self.up1(torch.cat([bottleneck, h2], dim=1))
         if modulate_up1 is not None:
             u1 = modulate_up1(u1)
         u2 = self.up2(torch.cat([u1, h1], dim=1))
         return self.head(self.conv_out(torch.cat([u2, h0], dim=1)))
+        ### END SOLUTION
 
     def forward(self, x):
         skips, bottleneck = self.encode(self.check_input(x))
@@ -117,10 +132,16 @@ class ConditionalCourseUNet(CourseUNet):
         x, t, labels = validate.network_inputs(type(self).__name__, x, t, labels, self.in_channels, self.image_size,
                                                self.num_classes)
         skips, bottleneck = self.encode(x)
+        # Exercise 2.1 hint: one time per sample as a [B, 1] column; fc1_t and fc2_t embed it as [B, channels, 1, 1].
+        ### BEGIN SOLUTION
         t = t.view(-1, 1)
         t1, t2 = self.fc1_t(t)[:, :, None, None], self.fc2_t(t)[:, :, None, None]
+        ### END SOLUTION
         c1 = c2 = 1.0
         if self.num_classes:
+            # Exercise 3.1 hint: one-hot vectors of num_classes entries (the null label: all zeros) through fc1_c, fc2_c.
+            ### BEGIN SOLUTION
             one_hot = nn.functional.one_hot(labels, self.num_classes + 1)[:, :self.num_classes].to(x.dtype)
             c1, c2 = self.fc1_c(one_hot)[:, :, None, None], self.fc2_c(one_hot)[:, :, None, None]
+            ### END SOLUTION
         return self.decode(skips, c1 * bottleneck + t1, modulate_up1=lambda up1: c2 * up1 + t2)

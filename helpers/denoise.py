@@ -12,8 +12,11 @@ SIGMAS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 def add_noise(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """``z = x + sigma * eps``, eps ~ N(0, I)."""
+    # Exercise 1.1 hint: draw standard normal noise shaped like x from `generator` (x's device and dtype), scale, add.
+    ### BEGIN SOLUTION
     eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x + sigma * eps
+    ### END SOLUTION
 
 
 def denoising_loss(model, batch, sigma: float) -> torch.Tensor:

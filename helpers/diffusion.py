@@ -78,22 +78,31 @@ def forward(x0: torch.Tensor, t: int, alphas_cumprod: torch.Tensor, noise: torch
     t = _timestep(t, alphas_cumprod)
     if noise is None:
         noise = randn(x0.shape, x0, generator)
+    # Exercise 4.1 hint: scale the clean image and the noise by the square roots of abar_t and of what is left of the unit variance.
+    ### BEGIN SOLUTION
     abar = _abar(alphas_cumprod, t, x0)
     return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    ### END SOLUTION
 
 
 def estimate_x0(x_t: torch.Tensor, t: int, eps: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """One-step denoising: x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
+    # Exercise 4.2 hint: invert the forward process for x0, with the noise estimate in place of the true noise.
+    ### BEGIN SOLUTION
     abar = _abar(alphas_cumprod, t, x_t)
     return (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+    ### END SOLUTION
 
 
 def posterior_mean(x_t, x0_hat, t: int, t_prev: int, alphas_cumprod) -> torch.Tensor:
     """Mean of q(x_t' | x_t, x0_hat) for the strided step t -> t'."""
+    # Exercise 4.3 hint: the strided step's alpha is abar_t / abar_t'; the mean weighs x0_hat and x_t as in the DDPM posterior (equation 7 of Ho et al.).
+    ### BEGIN SOLUTION
     abar_t, abar_prev = _abar(alphas_cumprod, t, x_t), _abar(alphas_cumprod, t_prev, x_t)
     alpha = abar_t / abar_prev
     beta = 1 - alpha
     return (abar_prev.sqrt() * beta / (1 - abar_t)) * x0_hat + (alpha.sqrt() * (1 - abar_prev) / (1 - abar_t)) * x_t
+    ### END SOLUTION
 
 
 def posterior_log_variance(t: int, t_prev: int, alphas_cumprod,
@@ -119,8 +128,11 @@ def add_variance(mean: torch.Tensor, t: int, t_prev: int, alphas_cumprod, predic
 
 def ddpm_step(x_t, t: int, t_prev: int, eps, alphas_cumprod, predicted=None, generator=None) -> torch.Tensor:
     """x_t' from x_t and a noise estimate: the posterior mean around x0_hat, plus `add_variance`."""
+    # Exercise 4.3 hint: estimate x0, take the posterior mean around it, then add the step's noise.
+    ### BEGIN SOLUTION
     mean = posterior_mean(x_t, estimate_x0(x_t, t, eps, alphas_cumprod), t, t_prev, alphas_cumprod)
     return add_variance(mean, t, t_prev, alphas_cumprod, predicted, generator)
+    ### END SOLUTION
 
 
 @torch.no_grad()
@@ -131,6 +143,8 @@ def _denoise(estimate: Estimate, x: torch.Tensor, i_start: int, timesteps: list[
     """`iterative_denoise` on checked inputs, its result checked finite (NaN and infinity propagate through
     every later step, so the final x being finite vouches for the trajectory)."""
     trajectory = [x]
+    # Exercise 4.4 hint: walk the timesteps from i_start to the end, one DDPM step per pair (t, t'), and let after_step edit each result.
+    ### BEGIN SOLUTION
     for i in range(i_start, len(timesteps) - 1):
         t, t_prev = timesteps[i], timesteps[i + 1]
         eps, predicted = estimate(x, t)
@@ -138,6 +152,7 @@ def _denoise(estimate: Estimate, x: torch.Tensor, i_start: int, timesteps: list[
         if after_step is not None:
             x = after_step(x, t_prev)
         trajectory.append(x)
+    ### END SOLUTION
     all_finite(x, "the denoised image")
     return (x, trajectory) if return_trajectory else x
 
@@ -184,8 +199,11 @@ def sdedit(estimate: Estimate, image: torch.Tensor, i_start: int, timesteps: lis
     """Image-to-image: noise `image` to timesteps[i_start] with the forward process, then denoise it."""
     timesteps = _timesteps(timesteps, alphas_cumprod)
     i_start = _start_index(i_start, timesteps)
+    # Exercise 4.5 hint: noise the image to the timestep i_start points at, then denoise from there.
+    ### BEGIN SOLUTION
     x = forward(all_finite(image, "the image to edit"), timesteps[i_start], alphas_cumprod, generator=generator)
     return _denoise(estimate, x, i_start, timesteps, alphas_cumprod, generator)
+    ### END SOLUTION
 
 
 def _inpainting_mask(mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
@@ -218,11 +236,14 @@ def inpaint(estimate: Estimate, image: torch.Tensor, mask: torch.Tensor, timeste
     timesteps = _timesteps(timesteps, alphas_cumprod)
     mask = _inpainting_mask(mask, all_finite(image, "the image to inpaint"))
 
+    # Exercise 4.6 hint: after every step, put back the known region (mask 0) as the original noised to that step's timestep.
+    ### BEGIN SOLUTION
     def keep_known(x, t):
         return mask * x + (1 - mask) * forward(image, t, alphas_cumprod, generator=generator)
 
     start = keep_known(randn(image.shape, image, generator), timesteps[0])
     return _denoise(estimate, start, 0, timesteps, alphas_cumprod, generator, keep_known, return_trajectory)
+    ### END SOLUTION
 
 
 class View:
@@ -257,9 +278,12 @@ def anagram(estimates: list[Estimate], views: list[View]) -> Estimate:
         raise ValueError(f"one view per prompt: got {len(estimates)} estimates and {len(views)} views")
 
     def estimate(x, t):
+        # Exercise 4.7 hint: each prompt sees the image through its view; map each noise estimate back with the view's inverse, then average.
+        ### BEGIN SOLUTION
         results = [est(view.apply(x), t) for est, view in zip(estimates, views)]
         eps = all_finite(torch.stack([view.inverse(e) for (e, _), view in zip(results, views)]).mean(0),
                          "the anagram's noise estimate")
+        ### END SOLUTION
         if results[0][1] is None:
             return eps, None
         return eps, torch.stack([view.inverse_variance(v) for (_, v), view in zip(results, views)]).mean(0)
@@ -291,6 +315,9 @@ def hybrid(low: Estimate, high: Estimate, kernel_size: int = 33, sigma: float = 
     def estimate(x, t):
         eps_low, var_low = low(x, t)
         eps_high, var_high = high(x, t)
+        # Exercise 4.8 hint: keep the low frequencies of one estimate and the high frequencies (what a blur removes) of the other.
+        ### BEGIN SOLUTION
         eps = low_pass(eps_low, kernel_size, sigma) + eps_high - low_pass(eps_high, kernel_size, sigma)
+        ### END SOLUTION
         return all_finite(eps, "the hybrid noise estimate"), None if var_low is None else (var_low + var_high) / 2
     return estimate

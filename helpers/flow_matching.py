@@ -40,6 +40,8 @@ def drop_labels(labels: torch.Tensor, p_uncond: float, null_label: int) -> torch
 def loss(model, x0: torch.Tensor, labels: torch.Tensor | None = None, p_uncond: float = 0.1,
          time_sampling: str = "uniform") -> torch.Tensor:
     """MSE between the predicted and the true velocity x1 - x0 at a random time of the straight path."""
+    # Exercise 2.2 hint: draw noise like x0 and one time per sample, build x_t on the path, and regress the path's velocity (labels, when given, go through drop_labels first).
+    ### BEGIN SOLUTION
     x1 = torch.randn_like(x0)
     t = training_times(x0.shape[0], x0.device, x0.dtype, time_sampling)
     x_t = interpolate(x0, x1, t)
@@ -48,6 +50,7 @@ def loss(model, x0: torch.Tensor, labels: torch.Tensor | None = None, p_uncond: 
     else:
         prediction = model(x_t, t, drop_labels(labels, p_uncond, model.config["num_classes"]))
     return F.mse_loss(prediction, x1 - x0)
+    ### END SOLUTION
 
 
 def training_loss(p_uncond: float = 0.1, time_sampling: str = "uniform"):

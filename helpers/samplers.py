@@ -19,7 +19,10 @@ METHODS = ("euler", "heun")
 
 def euler_step(velocity, x: torch.Tensor, t: float, h: float, labels=None) -> torch.Tensor:
     """One Euler step from time t to t - h: x - h v(x, t)."""
+    # Exercise 2.3 hint: one step of size h backwards in time, from t towards 0, along the velocity at (x, t).
+    ### BEGIN SOLUTION
     return x - h * velocity(x, t, labels)
+    ### END SOLUTION
 
 
 def heun_step(velocity, x: torch.Tensor, t: float, h: float, labels=None) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""The exercises' checks, by topic (`helpers.check` gathers them)."""
