@@ -68,13 +68,13 @@ def _device(device) -> torch.device:
 
 def _file(path: Path, epoch: int | None) -> Path:
     """The checkpoint file that holds a run's last weights (epoch None) or its weights after `epoch`."""
-    run_folder = path if path.is_dir() or not path.suffix else path.parent
+    run_folder = path if path.is_dir() or path.suffix != ".pt" else path.parent  # folder names may hold dots
     made_by = MADE_BY.get(run_folder.name, "its training cell")
     if not run_folder.is_dir():
         raise ckpt.CheckpointError(f"no trained model at {run_folder}: run {made_by} first, in the same profile "
                                    "(WORKBOOK_PROFILE), to train it.")
     if epoch is None:
-        return path if path.suffix else path / "last.pt"
+        return run_folder / "last.pt" if path == run_folder else path
     snapshot = snapshot_path(run_folder, epoch)
     if snapshot.exists():
         return snapshot

@@ -133,6 +133,11 @@ def test_misleading_advice_is_gone(time_run, tmp_path):
         runs.load(time_run, "best")
 
 
+def test_a_run_folder_with_a_dot_in_its_name_loads(tmp_path):
+    folder = tiny_run(tmp_path / "denoiser_sigma0.5", epochs=1, keep_epochs=())
+    assert runs.load(folder).config["name"] == "ConditionalCourseUNet"
+
+
 def test_a_missing_run_names_the_notebook_that_trains_it(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="run notebook 03 first"):
         runs.load(tmp_path / "cpu" / runs.FLOW_CLASS_DECAY)
