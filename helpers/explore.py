@@ -17,12 +17,14 @@ A figure inside a widget is kept only as widget state, not in a rendered noteboo
 drawn directly, and an explorer sits in a cell of its own (marked NBVAL_IGNORE_OUTPUT) after the figure it
 explores. Pixels are shown as (x - low) / (high - low) clipped to [0, 1], as in `helpers.plotting`.
 """
+import io
 from functools import lru_cache
 from typing import Callable
 
 import ipywidgets as widgets
 import torch
 import torchvision
+from PIL import Image
 
 from . import denoise, diffusion, guidance, ideal, samplers
 from .plotting import _as_display
@@ -34,8 +36,10 @@ ZOOM = 4  # screen pixels per image pixel
 def png(panels: torch.Tensor, value_range=(-1.0, 1.0), zoom: int = ZOOM) -> bytes:
     """The images [K, C, H, W] side by side (2-pixel white gaps), each pixel a zoom x zoom block, as PNG bytes."""
     grid = torchvision.utils.make_grid(_as_display(panels, value_range), nrow=len(panels), padding=2, pad_value=1.0)
-    grid = grid.repeat_interleave(zoom, 1).repeat_interleave(zoom, 2)
-    return torchvision.io.encode_png(grid.mul(255).round().to(torch.uint8)).numpy().tobytes()
+    picture = Image.fromarray(grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+    buffer = io.BytesIO()
+    picture.resize((picture.width * zoom, picture.height * zoom), Image.Resampling.NEAREST).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 class Explorer(widgets.VBox):
