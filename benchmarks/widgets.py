@@ -4,8 +4,9 @@
 
 Builds the five explorers as the notebooks do, from the profile's trained checkpoints (notebooks 01 to 03
 must have run in that profile; the `cpu` ones are committed), and times `explorer.show(value)`, what a
-slider move runs (the view and its PNG), for every slider value: first the build (which shows the initial
-value), then the first visit of each other value (computed), then a second visit of each (from the cache).
+slider move runs (the view and its PNG), for `--values` slider values spread over its range (both ends
+included): first the build (which shows the initial value), then the first visit of each value (computed
+unless it is the initial one), then a second visit of each (from the cache).
 Prints, per explorer, the build time, the slowest first visit and the slowest later visit, and the slowest
 later visit over all explorers.
 """
@@ -55,6 +56,13 @@ def slider_values(slider) -> list:
     return [slider.min + i * slider.step for i in range(round((slider.max - slider.min) / slider.step) + 1)]
 
 
+def spread(values: list, k: int) -> list:
+    """k of the values, evenly spread with both ends (all of them if k is 0 or at least their number)."""
+    if k <= 0 or k >= len(values):
+        return values
+    return [values[round(i * (len(values) - 1) / (k - 1))] for i in range(k)] if k > 1 else values[:1]
+
+
 def seconds(call) -> float:
     start = time.perf_counter()
     call()
@@ -65,21 +73,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=profile.PROFILES, default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--values", type=int, default=4,
+                        help="slider values visited per explorer, evenly spread with both ends (0: all; default 4)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"profile {args.profile}, {torch.get_num_threads()} threads; seconds per slider move")
-    print(f"{'explorer':22s} {'values':>6s} {'build':>7s} {'first visit, slowest':>21s} {'later visit, slowest':>21s}")
+    print(f"{'explorer':22s} {'visited':>7s} {'build':>7s} {'first visit, slowest':>21s} {'later visit, slowest':>21s}")
     slowest = (0.0, "")
     for label, build in explorers(args.profile).items():
         built = [None]
         build_time = seconds(lambda: built.__setitem__(0, build()))
         explorer = built[0]
-        values = slider_values(explorer.slider)
+        values = spread(slider_values(explorer.slider), args.values)
         first = max(seconds(lambda: explorer.show(v)) for v in values)
         later = max(seconds(lambda: explorer.show(v)) for v in values)
         slowest = max(slowest, (later, label))
-        print(f"{label:22s} {len(values):6d} {build_time:7.2f} {first:21.3f} {later:21.4f}")
-    print(f"slowest later visit: {slowest[0] * 1000:.1f} ms ({slowest[1]})")
+        print(f"{label:22s} {len(values):7d} {build_time:7.2f} {first:21.3f} {later:21.4f}")
+    print(f"slowest later visit: {slowest[0] * 1000:.2f} ms ({slowest[1]})")
 
 
 if __name__ == "__main__":

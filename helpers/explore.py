@@ -8,10 +8,12 @@ afterwards. What each one shows:
 
     sigma_slider       notebook 01   x, z = x + sigma eps (eps drawn once) and the denoiser's D(z)
     trajectory_slider  notebook 02   x_t on one stored Euler trajectory, x <- x - v(x, t) / T, t from 1 to 0
-    guidance_slider    notebook 03   samples from one fixed noise with v = v(x, t, null) + gamma (v(x, t, c) - v(x, t, null))
-    sdedit_slider      notebook 04   x, x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps at t = timesteps[i_start], its SDEdit
+    guidance_slider    notebook 03   samples from one fixed noise with
+                                     v = v(x, t, null) + gamma (v(x, t, c) - v(x, t, null))
+    sdedit_slider      notebook 04   x, its start x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps at
+                                     t = timesteps[i_start], and the SDEdit denoised from it
     els_patch_slider   notebook 05   at one step t: x_t, the network's x0_hat = x_t - t v(x_t, t) and ELS's
-                                     x0_hat(u) = sum softmax(-||q_u - (1 - t) phi||^2 / 2t^2) centre(phi) for patch size P
+                                     x0_hat(u) = sum softmax(-||q_u - (1 - t) phi||^2 / 2t^2) centre(phi), P x P patches
 
 A figure inside a widget is kept only as widget state, not in a rendered notebook: the graded figures are
 drawn directly, and an explorer sits in a cell of its own (marked NBVAL_IGNORE_OUTPUT) after the figure it
@@ -133,7 +135,8 @@ def sdedit_slider(estimate, image: torch.Tensor, timesteps: list[int], alphas_cu
         return torch.cat([x, noised, edit]).clamp(-1, 1).cpu()
 
     slider = widgets.IntSlider(value=min(count(start, "start", 0), last), min=0, max=last, description="i_start")
-    return Explorer(view, slider, lambda i, _: f"i_start = {i} (t = {timesteps[i]}):  original  |  noised start  |  SDEdit")
+    return Explorer(view, slider,
+                    lambda i, _: f"i_start = {i} (t = {timesteps[i]}):  original  |  noised start  |  SDEdit")
 
 
 def els_patch_slider(network, noise: torch.Tensor, steps: int, train: torch.Tensor, sizes,
