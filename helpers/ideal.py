@@ -34,7 +34,7 @@ Inputs are checked once, at each public function: a non-empty training set of x_
 x_t's dtype), t in (0, 1], whole odd positive P and counts; every denoiser's result is checked finite.
 
 Memory: the training set is read in groups of `group` images and the candidates of a group in chunks of
-`chunk` keys (by default sized so that a chunk's logits stay in cache); an online softmax (running maximum
+`chunk` keys (by default sized so that a chunk holds LOGITS_PER_CHUNK logits); an online softmax (running maximum
 and sum, log-sum-exp) accumulates over them, so the working memory does not grow with N.
 """
 from typing import Callable, Iterator
@@ -101,16 +101,21 @@ class OnlineSoftmax:
         self.sum = torch.zeros(shape, dtype=like.dtype, device=like.device)
         self.weighted = torch.zeros(*shape, *value_shape, dtype=like.dtype, device=like.device)
 
-    def update(self, logits: torch.Tensor, weigh: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        """logits [*shape, M] (overwritten); weigh(p) returns sum_k p_k value_k [*shape, *value_shape]."""
+    def update(self, logits: torch.Tensor, weigh: Callable[[torch.Tensor], torch.Tensor], summed: bool = False) -> None:
+        """logits [*shape, M] (overwritten); weigh(p) returns sum_k p_k value_k [*shape, *value_shape], and
+        with `summed` also sum_k p_k as one more entry of the last value dimension (values with a column of ones:
+        one matrix product instead of a second pass over p)."""
         new_max = torch.maximum(self.max, logits.amax(-1))
         correction = torch.exp(self.max - new_max)
         # Floor at -80: exp(-80) ~ 1e-35 is below float32's resolution next to the maximum's weight 1, and
-        # keeps exp out of denormal numbers, which are about 3x slower on CPU.
-        p = torch.exp(logits.sub_(new_max.unsqueeze(-1)).clamp_min_(-80.0))
+        # keeps exp out of denormal numbers, which are about 3x slower on CPU. In place: p is the logits' memory.
+        p = logits.sub_(new_max.unsqueeze(-1)).clamp_min_(-80.0).exp_()
+        weighted = weigh(p)
+        total = weighted[..., -1] if summed else p.sum(-1)
+        weighted = weighted[..., :-1] if summed else weighted
         extra = self.weighted.dim() - correction.dim()
-        self.sum = self.sum * correction + p.sum(-1)
-        self.weighted = self.weighted * correction.view(*correction.shape, *[1] * extra) + weigh(p)
+        self.sum = self.sum * correction + total
+        self.weighted = self.weighted * correction.view(*correction.shape, *[1] * extra) + weighted
         self.max = new_max
 
     def result(self) -> torch.Tensor:
@@ -119,21 +124,25 @@ class OnlineSoftmax:
 
 
 def patch_logits(queries: torch.Tensor, keys: torch.Tensor, t: float,
-                 log_counts: torch.Tensor | None = None) -> torch.Tensor:
+                 log_counts: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """-|| q - (1 - t) k ||^2 / (2 t^2) + log count_k, up to the per-query constant -||q||^2 / (2 t^2).
 
     queries [..., Q, D], keys [M, D] -> [..., Q, M], as the dot product 2 a q.k - a^2 ||k||^2 (a = 1 - t)
-    scaled by 1 / (2 t^2): attention with the squared distance folded into a matrix product.
+    scaled by 1 / (2 t^2): attention with the squared distance folded into a matrix product. `out`, a
+    buffer of at least Q' x M elements (Q' all queries), is written instead of new memory.
     """
     a, scale = 1.0 - float(t), 1.0 / (2.0 * float(t) ** 2)
     bias = -(a * a * scale) * (keys * keys).sum(-1)
     if log_counts is not None:
         bias = bias + log_counts
-    flat = torch.addmm(bias, queries.reshape(-1, queries.shape[-1]), keys.T, alpha=2 * a * scale)  # one pass
+    flat_queries = queries.reshape(-1, queries.shape[-1])
+    if out is not None:
+        out = out[:flat_queries.shape[0] * keys.shape[0]].view(flat_queries.shape[0], keys.shape[0])
+    flat = torch.addmm(bias, flat_queries, keys.T, alpha=2 * a * scale, out=out)  # one pass
     return flat.view(*queries.shape[:-1], keys.shape[0])
 
 
-LOGITS_PER_CHUNK = 2 ** 22  # 16 MB of fp32 logits per chunk
+LOGITS_PER_CHUNK = 2 ** 24  # 64 MB of fp32 logits per chunk: 3x faster than 16 MB with 21 noises (small chunks are overhead)
 
 
 def attend(state: OnlineSoftmax, queries, keys, values, t, log_counts=None, chunk: int | None = None) -> None:
@@ -141,11 +150,13 @@ def attend(state: OnlineSoftmax, queries, keys, values, t, log_counts=None, chun
     (by default as many as keep the chunk's logits under LOGITS_PER_CHUNK)."""
     chunk = chunk or max(16, LOGITS_PER_CHUNK // max(1, queries[..., 0].numel()))
     queries = queries.contiguous()
+    values = torch.cat([values, torch.ones_like(values[:, :1])], 1)  # the last column sums the weights
+    buffer = queries.new_empty(queries[..., 0].numel() * min(chunk, keys.shape[0]))  # every chunk's logits
     for start in range(0, keys.shape[0], chunk):
         end = start + chunk
         counts = None if log_counts is None else log_counts[start:end]
         v = values[start:end]
-        state.update(patch_logits(queries, keys[start:end], t, counts), lambda p: p @ v)
+        state.update(patch_logits(queries, keys[start:end], t, counts, buffer), lambda p: p @ v, summed=True)
 
 
 def unique_patches(keys: torch.Tensor):
@@ -153,6 +164,16 @@ def unique_patches(keys: torch.Tensor):
     since identical patches have identical centre pixels."""
     unique, counts = torch.unique(keys, dim=0, return_counts=True)
     return unique, counts.to(keys.dtype).log()
+
+
+def attend_patches(state: OnlineSoftmax, queries, keys: torch.Tensor, t, chunk=None, deduplicate=False) -> None:
+    """Feed P x P patches `keys` [M, P*P] to `state`, each valued by its centre pixel; with `deduplicate`,
+    identical patches are merged first (`unique_patches`), which leaves the softmax average unchanged."""
+    log_counts = None
+    if deduplicate:
+        keys, log_counts = unique_patches(keys)
+    centre = keys.shape[1] // 2
+    attend(state, queries, keys, keys[:, centre:centre + 1].contiguous(), t, log_counts, chunk)
 
 
 def _groups(train: torch.Tensor, group: int) -> Iterator[torch.Tensor]:
@@ -220,11 +241,7 @@ def els_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size: P
     queries = F.unfold(F.pad(x_t, [p // 2] * 4, mode="circular"), p).transpose(1, 2)   # [B, H*W, P*P]
     state = OnlineSoftmax((b, h * w), (1,), x_t)
     for images in _groups(train, group):
-        keys, log_counts = _patches(images, p), None
-        if deduplicate:
-            keys, log_counts = unique_patches(keys)
-        centre = keys[:, (p * p) // 2:(p * p) // 2 + 1].contiguous()
-        attend(state, queries, keys, centre, t, log_counts, chunk)
+        attend_patches(state, queries, _patches(images, p), t, chunk, deduplicate)
     return all_finite(state.result().view(b, 1, h, w), "the ELS denoiser's x0_hat")
 
 
@@ -236,11 +253,12 @@ def _boundary_classes(size: int, r: int) -> list[slice]:
 
 
 def bbels_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size: PatchSize,
-                   chunk: int | None = None, group: int = 64) -> torch.Tensor:
+                   chunk: int | None = None, group: int = 64, deduplicate: bool = False) -> torch.Tensor:
     """bbELS: zero padding; a pixel matches the patches (centred anywhere in a training image) whose
     centre lies in the same row class and the same column class, where a row within P // 2 of the top or
     bottom border is a class of its own and all interior rows form one class (columns likewise). Any odd P:
-    with P >= the image size every pixel is a class of its own, which is LS."""
+    with P >= the image size every pixel is a class of its own, which is LS. `deduplicate` merges identical
+    patches of each class and group of images, exactly as in `els_denoiser`."""
     t, train = _check(x_t, t, train, single_channel=True)
     chunk, group = _optional_count(chunk, "chunk"), count(group, "group")
     p = _resolve(patch_size, t)
@@ -252,9 +270,8 @@ def bbels_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size:
     for images in _groups(train, group):
         train_patches = F.unfold(F.pad(images, [r] * 4), p).transpose(1, 2).view(images.shape[0], h, w, p * p)
         for rows, cols in classes:
-            keys = train_patches[:, rows, cols].reshape(-1, p * p)
-            attend(states[rows.start, cols.start], queries[rows.start, cols.start], keys,
-                   keys[:, (p * p) // 2:(p * p) // 2 + 1].contiguous(), t, chunk=chunk)
+            attend_patches(states[rows.start, cols.start], queries[rows.start, cols.start],
+                           train_patches[:, rows, cols].reshape(-1, p * p), t, chunk, deduplicate)
     out = torch.empty(b, h, w, dtype=x_t.dtype, device=x_t.device)
     for rows, cols in classes:
         out[:, rows, cols] = states[rows.start, cols.start].result().view(b, rows.stop - rows.start,

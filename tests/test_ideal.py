@@ -106,6 +106,13 @@ def test_bbels_matches_brute_force(tiny, p):
 
     expected = brute(x_t, 0.6, train, p, candidates, "zero")
     assert torch.allclose(ideal.bbels_denoiser(x_t, 0.6, train, p, chunk=5, group=2), expected, atol=1e-5)
+    assert torch.allclose(ideal.bbels_denoiser(x_t, 0.6, train, p, group=3, deduplicate=True), expected, atol=1e-5)
+
+
+def test_the_tiny_training_set_repeats_patches_so_deduplication_is_tested(tiny):
+    _, train = tiny
+    keys = ideal._patches(train, 3)
+    assert len(ideal.unique_patches(keys)[0]) < len(keys)
 
 
 def test_bbels_with_a_patch_as_large_as_the_image_is_local_score(tiny):
