@@ -185,11 +185,15 @@ def ideal_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, chunk: int 
     """IS: x0_hat = sum_n softmax_n(-|| x_t - (1 - t) x0_n ||^2 / (2 t^2)) x0_n."""
     t, train = _check(x_t, t, train)
     chunk = _optional_count(chunk, "chunk")
+    # Exercise 5.1 hint: weigh every training image by the softmax over images of its Gaussian log-likelihood given x_t (signal scale 1 - t, noise std t), and average them.
+    ### BEGIN SOLUTION
     b = x_t.shape[0]
     keys = train.reshape(train.shape[0], -1)
     state = OnlineSoftmax((b, 1), (keys.shape[1],), x_t)
     attend(state, x_t.reshape(b, 1, -1), keys, keys, t, chunk=chunk)
-    return all_finite(state.result().reshape(x_t.shape), "the IS denoiser's x0_hat")
+    x0_hat = state.result().reshape(x_t.shape)
+    ### END SOLUTION
+    return all_finite(x0_hat, "the IS denoiser's x0_hat")
 
 
 def nearest_training_images(images: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
@@ -238,11 +242,15 @@ def els_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size: P
     if p > min(h, w):
         raise ValueError(f"ELS needs P x P patches inside {h} x {w} training images, but P = {p} at t = {t:g}: "
                          f"use P <= {min(h, w)}, or bbELS, whose large-P limit is LS.")
+    # Exercise 5.2 hint: each pixel's P x P patch of x_t (circular padding) against every P x P patch inside a training image; average the patches' centre pixels, softmax-weighted as in IS.
+    ### BEGIN SOLUTION
     queries = F.unfold(F.pad(x_t, [p // 2] * 4, mode="circular"), p).transpose(1, 2)   # [B, H*W, P*P]
     state = OnlineSoftmax((b, h * w), (1,), x_t)
     for images in _groups(train, group):
         attend_patches(state, queries, _patches(images, p), t, chunk, deduplicate)
-    return all_finite(state.result().view(b, 1, h, w), "the ELS denoiser's x0_hat")
+    x0_hat = state.result().view(b, 1, h, w)
+    ### END SOLUTION
+    return all_finite(x0_hat, "the ELS denoiser's x0_hat")
 
 
 def _boundary_classes(size: int, r: int) -> list[slice]:
