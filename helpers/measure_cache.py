@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from . import metrics, samplers
+from . import checkpoint, metrics, samplers
 
 FILE_NAME = "measurements.json"
 HELPERS = Path(__file__).resolve().parent
@@ -101,8 +101,8 @@ def cached(folder, label: str, compute: Callable[[], dict], *inputs) -> dict:
         raise ValueError("a measurement needs a non-empty label (a string naming what was measured).")
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"no run folder {folder}: train or load the run first; its measurements "
-                                "are stored beside its checkpoint.")
+        raise checkpoint.CheckpointError(f"no run folder {folder}: train or load the run first; its measurements "
+                                         "are stored beside its checkpoint.")
     key = fingerprint(*inputs)
     path = folder / FILE_NAME
     entry = _read(path).get(label)
