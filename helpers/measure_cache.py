@@ -101,7 +101,7 @@ def cached(folder, label: str, compute: Callable[[], dict], *inputs) -> dict:
         raise ValueError("a measurement needs a non-empty label (a string naming what was measured).")
     folder = Path(folder)
     if not folder.is_dir():
-        raise checkpoint.CheckpointError(f"no run folder {folder}: train or load the run first; its measurements "
+        raise checkpoint.CheckpointError(f"no trained model at {folder}: train or load the run first; its measurements "
                                          "are stored beside its checkpoint.")
     key = fingerprint(*inputs)
     path = folder / FILE_NAME

@@ -89,7 +89,7 @@ def test_bad_measurements_and_inputs_are_refused_and_nothing_is_written(setup):
     assert not (run / "measurements.json").exists()
     with pytest.raises(TypeError, match="networks, tensors or JSON values"):
         measure_cache.cached(run, "m", lambda: {"x": 1.0}, object())
-    with pytest.raises(CheckpointError, match="no run folder"):
+    with pytest.raises(CheckpointError, match="no trained model at"):
         measure_cache.cached(run / "missing", "m", lambda: {"x": 1.0})
     with pytest.raises(ValueError, match="non-empty label"):
         measure_cache.cached(run, "", lambda: {"x": 1.0})
