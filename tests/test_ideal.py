@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from helpers import ideal
+from helpers import ideal, patch_attention
 
 H = W = 8
 
@@ -112,7 +112,7 @@ def test_bbels_matches_brute_force(tiny, p):
 def test_the_tiny_training_set_repeats_patches_so_deduplication_is_tested(tiny):
     _, train = tiny
     keys = ideal._patches(train, 3)
-    assert len(ideal.unique_patches(keys)[0]) < len(keys)
+    assert len(patch_attention.unique_patches(keys)[0]) < len(keys)
 
 
 def test_bbels_with_a_patch_as_large_as_the_image_is_local_score(tiny):
@@ -136,8 +136,8 @@ def test_patch_size_schedule_and_errors(tiny):
 def test_online_softmax_is_stable_where_a_plain_softmax_overflows():
     q = torch.tensor([[[30.0, 30.0]]])
     keys = torch.tensor([[30.0, 30.0], [-30.0, -30.0]])
-    state = ideal.OnlineSoftmax((1, 1), (1,), q)
-    ideal.attend(state, q, keys, torch.tensor([[1.0], [-1.0]]), t=0.01, chunk=1)
+    state = patch_attention.OnlineSoftmax((1, 1), (1,), q)
+    patch_attention.attend(state, q, keys, torch.tensor([[1.0], [-1.0]]), t=0.01, chunk=1)
     value = state.result()
     assert math.isfinite(value.item()) and value.item() == pytest.approx(1.0)
 
