@@ -123,6 +123,14 @@ def test_committed_report_has_every_row_and_every_file_it_references(mapping):
     assert size < 5_000_000
 
 
+def test_every_markdown_cell_closes_its_inline_math(notebooks):
+    """An odd number of $ in a cell is math that a shell or an edit ate (e.g. "$P$" expanded to a path)."""
+    unclosed = [(name, i) for name in (p.name for p in sorted(render.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")))
+                for i, cell in enumerate(report.read_notebook(render.NOTEBOOKS / name).cells)
+                if cell.cell_type == "markdown" and cell.source.replace("\\$", "").count("$") % 2]
+    assert unclosed == []
+
+
 def test_every_notebook_carries_the_colab_badge_of_the_one_repository_setting(notebooks):
     assert badges.stale() == []
     for name in (p.name for p in sorted(render.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))):
