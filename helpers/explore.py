@@ -15,6 +15,10 @@ afterwards. What each one shows:
     els_patch_slider   notebook 05   at one step t: x_t, the network's x0_hat = x_t - t v(x_t, t) and ELS's
                                      x0_hat(u) = sum softmax(-||q_u - (1 - t) phi||^2 / 2t^2) centre(phi), P x P patches
 
+Most views cost well under a second on 2 CPU cores and are computed on a first visit; the guidance slider's
+(ten images, 50 guided Euler steps, about 1.1 s a value) are all sampled when it is built, so that every
+slider move answers from the cache (`benchmarks/widgets.py` times them).
+
 A figure inside a widget is kept only as widget state, not in a rendered notebook: the graded figures are
 drawn directly, and an explorer sits in a cell of its own (marked NBVAL_IGNORE_OUTPUT) after the figure it
 explores. Pixels are shown as (x - low) / (high - low) clipped to [0, 1], as in `helpers.plotting`.
@@ -60,6 +64,12 @@ class Explorer(widgets.VBox):
     def show(self, value) -> None:
         """What a slider move does: compute (or recall) the view and put it on screen."""
         self.caption.value, self.picture.value = self._rendered(value)
+
+    def precompute(self, values) -> "Explorer":
+        """Compute the view, caption and PNG of every value now, so that no slider move computes anything."""
+        for value in values:
+            self._rendered(value)
+        return self
 
 
 def _one_image(image: torch.Tensor, name: str) -> torch.Tensor:
@@ -109,7 +119,7 @@ def trajectory_slider(velocity, noise: torch.Tensor, steps: int, labels=None, me
 def guidance_slider(model, noise: torch.Tensor, labels: torch.Tensor, steps: int,
                     gammas=(0.0, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0)) -> Explorer:
     """Notebook 03: the classifier-free guidance scale gamma, the samples of one fixed noise and labels
-    (`steps` Euler steps), computed once per gamma when the slider first reaches it."""
+    (`steps` Euler steps), computed for every gamma when the explorer is built."""
     gammas = tuple(finite_number(g, "every guidance scale gamma") for g in _options(gammas, "gammas"))
 
     def view(gamma):
@@ -118,7 +128,8 @@ def guidance_slider(model, noise: torch.Tensor, labels: torch.Tensor, steps: int
     slider = widgets.SelectionSlider(options=gammas, value=guidance.CFG_SCALE if guidance.CFG_SCALE in gammas
                                      else gammas[0], description="γ")
     digits = " ".join(str(int(c)) for c in torch.as_tensor(labels).reshape(-1).tolist())
-    return Explorer(view, slider, lambda g, _: f"γ = {g:g}, {steps} Euler steps, asked for: {digits}")
+    explorer = Explorer(view, slider, lambda g, _: f"γ = {g:g}, {steps} Euler steps, asked for: {digits}")
+    return explorer.precompute(gammas)
 
 
 def sdedit_slider(estimate, image: torch.Tensor, timesteps: list[int], alphas_cumprod: torch.Tensor,

@@ -80,6 +80,9 @@ def test_guidance_view_is_the_guided_sample_and_gamma_changes_it(class_model):
     expected = samplers.integrate(guidance.classifier_free(class_model, 1.0), noise, 3, labels)
     assert torch.allclose(explorer.view(1.0), expected, atol=1e-6)
     assert (explorer.view(0.0) - explorer.view(5.0)).abs().max() > 1e-3
+    assert explorer.view.cache_info().misses == 3  # every gamma sampled at build: a slider move only recalls
+    explorer.slider.value = 0
+    assert explorer.view.cache_info().misses == 3 and "γ = 0," in explorer.caption.value
 
 
 def test_sdedit_shows_the_start_it_denoised_and_keeps_more_of_the_image_the_later_it_starts():
