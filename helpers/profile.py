@@ -58,6 +58,14 @@ SETTINGS = {
         "smoke": dict(hidden=8, batch_size=64, lr=2e-3, clip_lr=1e-3, epochs=2, train_images=256, steps=5,
                       metric_samples_per_class=2, guidance_sweep=(1.0, 5.0), step_sweep=(2, 5)),
     },
+    # Notebook 04's offline stand-in (helpers/standin.py): notebook 03's model and loss on MNIST digits plus
+    # Fashion-MNIST items, 20 classes; `train_images` alternate digit, item, digit, ...
+    "standin": {
+        "full": dict(hidden=64, batch_size=64, lr=1e-2, lr_decay_over_run=0.1, epochs=10, train_images=120_000,
+                     p_uncond=0.1),
+        "cpu": dict(hidden=32, lr=2e-3, train_images=16_000),
+        "smoke": dict(hidden=8, lr=2e-3, epochs=2, train_images=512),
+    },
     # Ideal flow machines (notebook 05): the machines read `machine_train_images` of the UNets' training
     # images; the ELS cost grows with noises x images (benchmarks/els_cost.py).
     "ideal": {
@@ -68,11 +76,12 @@ SETTINGS = {
         "smoke": dict(machine_train_images=16, noises=6, steps=4, calibration_noises=2, candidates=(3, 7, 11)),
     },
     # Diffusion sampling tricks (notebook 04): every run uses the strided timesteps 990, 960, ..., 0; the
-    # profiles differ in how many samples the measured figures use.
+    # profiles differ in how many samples the measured figures use (`per_class` per prompt for guidance,
+    # `seeds` for the anagram, inpainting and hybrid readings).
     "tricks": {
-        "full": dict(shown=5, per_digit=100, anagram_seeds=20, guidance=7.0, backend="deepfloyd",
-                     part0_steps=(5, 20)),
-        "smoke": dict(shown=2, per_digit=2, anagram_seeds=2, part0_steps=(1, 2)),
+        "full": dict(shown=5, per_class=100, seeds=20, guidance=7.0, backend="deepfloyd", part0_steps=(5, 20)),
+        "cpu": dict(per_class=50),
+        "smoke": dict(shown=2, per_class=2, seeds=2, part0_steps=(1, 2)),
         "smoke-deepfloyd": dict(backend="tiny-deepfloyd"),
     },
     "classifier": {

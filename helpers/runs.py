@@ -32,9 +32,12 @@ FLOW_CLASS_DECAY = "flow_class_course_decay"
 FLOW_CLASS_CLIP = "flow_class_course_clip"
 CLASSIFIER = "classifier"
 LOCALITY = "locality_flow_time_course"
+STANDIN = "flow_class_digits_fashion"
+STANDIN_CLASSIFIER = "classifier_digits_fashion"
 MADE_BY = {DENOISER: "notebook 01", PURE_NOISE_DENOISER: "notebook 01", FLOW_TIME_COURSE: "notebook 02",
            FLOW_TIME_ATTENTION: "notebook 02", FLOW_CLASS_DECAY: "notebook 03", FLOW_CLASS_CLIP: "notebook 03",
-           CLASSIFIER: "notebook 02", LOCALITY: "notebook 05"}
+           CLASSIFIER: "notebook 02", LOCALITY: "notebook 05", STANDIN: "notebook 04",
+           STANDIN_CLASSIFIER: "notebook 04"}
 
 MODELS = {cls.__name__: cls for cls in (CourseUNet, ConditionalCourseUNet, AttentionUNet, DigitClassifier)}
 VELOCITY_MODELS = ("ConditionalCourseUNet", "AttentionUNet")

@@ -100,3 +100,50 @@ def test_written_idx_files_read_back_with_torchvision(tmp_path):
 def test_shipped_starting_noise_is_the_seeded_tensor():
     expected = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(data.STARTING_NOISE_SEED))
     assert torch.equal(data.starting_noise(), expected)
+
+
+def test_fashion_mnist_has_official_sizes_through_the_same_loader():
+    x, y = data.load_mnist("train", dataset="fashion-mnist")
+    assert x.shape == (60_000, 1, 32, 32) and y.bincount().tolist() == [6000] * 10
+    assert x.min() == -1.0 and x.max() == 1.0
+    x, y = data.load_mnist("test", dataset="fashion-mnist")
+    assert x.shape == (10_000, 1, 32, 32) and y.bincount().tolist() == [1000] * 10
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        data.load_mnist("test", dataset="cifar")
+
+
+@pytest.fixture
+def fashion_dirs(tmp_path, monkeypatch):
+    """An empty data folder for Fashion-MNIST, a fake Debian package folder, and no network."""
+    raw, debian = tmp_path / "FashionMNIST" / "raw", tmp_path / "debian"
+    monkeypatch.setattr(data, "FASHION_RAW_DIR", raw)
+    monkeypatch.setattr(data, "FASHION_DEBIAN_DIR", debian)
+    monkeypatch.setattr(data, "_try_torchvision_download", lambda fashion=False: False)
+    return raw, debian
+
+
+def test_fashion_mnist_is_unpacked_from_the_debian_package_and_checked(fashion_dirs):
+    raw, debian = fashion_dirs
+    debian.mkdir()
+    for name, (magic, count, shape) in data.IDX_FILES.items():
+        header = np.array([magic, count, *shape], dtype=">u4").tobytes()
+        (debian / f"{name}.gz").write_bytes(gzip.compress(header + bytes(count * int(np.prod(shape, dtype=int)))))
+    data.ensure_fashion_mnist()
+    assert sorted(p.name for p in raw.iterdir()) == sorted(data.IDX_FILES)
+    (debian / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00" * 20))  # a broken package
+    for path in raw.iterdir():
+        path.unlink()
+    with pytest.raises(data.MNISTError, match="t10k-labels-idx1-ubyte is corrupt.*--reinstall dataset-fashion-mnist"):
+        data.ensure_fashion_mnist()
+    assert list(raw.iterdir()) == []  # nothing broken is left to be read later
+
+
+def test_missing_fashion_mnist_names_the_package_to_install(fashion_dirs):
+    with pytest.raises(data.MNISTError, match="apt-get install dataset-fashion-mnist"):
+        data.ensure_fashion_mnist()
+    _, debian = fashion_dirs
+    debian.mkdir()
+    for name in data.IDX_FILES:
+        (debian / f"{name}.gz").write_bytes(b"not gzip")
+    with pytest.raises(data.MNISTError, match="cannot be unpacked.*--reinstall dataset-fashion-mnist"):
+        data.ensure_fashion_mnist()
