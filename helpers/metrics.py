@@ -97,12 +97,18 @@ def classification_loss(model, batch) -> torch.Tensor:
 
 
 def trained_classifier(device="cpu", profile: str | None = None) -> DigitClassifier:
-    """The project's classifier for `profile`: loaded from ``checkpoints/<profile>/classifier`` if finished,
-    else trained there first (a few minutes on a CPU)."""
-    cfg = settings("classifier", profile)
+    """The project's digit classifier for `profile`: loaded from ``checkpoints/<profile>/classifier`` if
+    finished, else trained there first (a few minutes on a CPU)."""
     images, labels = load_mnist("train")
-    model = DigitClassifier(cfg.width)
+    return train_classifier((images, labels), runs.CLASSIFIER, 10, device, profile)
+
+
+def train_classifier(data: tuple, run: str, num_classes: int, device="cpu", profile: str | None = None):
+    """A `DigitClassifier` of `num_classes` trained on the first `train_images` of `data` (images, labels) with
+    the profile's `classifier` settings, in ``checkpoints/<profile>/<run>`` (loaded if finished)."""
+    cfg = settings("classifier", profile)
+    model = DigitClassifier(cfg.width, num_classes)
     config = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=0)
-    train(model, classification_loss, (images[:cfg.train_images], labels[:cfg.train_images]), config,
-          runs.folder(runs.CLASSIFIER, cfg.profile), device=device)
+    train(model, classification_loss, tuple(t[:cfg.train_images] for t in data), config,
+          runs.folder(run, cfg.profile), device=device)
     return model.eval()

@@ -21,7 +21,7 @@ from . import flow_matching, runs
 from .classifier import DigitClassifier
 from .course_unet import ConditionalCourseUNet
 from .data import FASHION_ITEMS, load_mnist
-from .metrics import classification_loss
+from .metrics import train_classifier
 from .profile import settings
 from .training import TrainConfig, train
 
@@ -80,12 +80,8 @@ def trained_model(profile: str | None = None, device="cpu") -> ConditionalCourse
 def trained_classifier(profile: str | None = None, device="cpu") -> DigitClassifier:
     """A classifier of the 20 classes, to measure what the tricks draw: loaded from
     ``checkpoints/<profile>/classifier_digits_fashion`` if finished, else trained there first."""
-    cfg = settings("classifier", profile)
-    model = DigitClassifier(cfg.width, num_classes=NUM_CLASSES)
-    config = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=0)
-    train(model, classification_loss, load_data("train", cfg.train_images), config,
-          runs.folder(runs.STANDIN_CLASSIFIER, cfg.profile), device=device)
-    return model.eval()
+    return train_classifier(load_data("train", settings("classifier", profile).train_images),
+                            runs.STANDIN_CLASSIFIER, NUM_CLASSES, device, profile)
 
 
 def test_image(prompt: str) -> torch.Tensor:
