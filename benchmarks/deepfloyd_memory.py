@@ -76,28 +76,13 @@ def plan_naive() -> list[frozenset[str]]:
 
 
 def plan_free_encoder(cache: Path | None = None) -> list[frozenset[str]]:
-    """`load_deepfloyd`'s order: T5 alone, encode, free it, then stage I and II. With `cache`, the embeddings
-    are saved to a file and a fresh session loads them instead of T5."""
+    """`load_deepfloyd`'s order: T5 alone, encode, free it, then stage I and II. With `cache` (its
+    `embeddings_file`), the first session writes the embeddings and a later one reads them instead of loading T5."""
     steps = []
-    load_encoder, load_1, load_2 = deepfloyd._tiny_loaders(PROMPTS, "cpu")
-    if cache is not None and cache.exists():
-        embeddings = torch.load(cache)
-        load_encoder = lambda: _Cached(embeddings)  # noqa: E731
-    backend = deepfloyd._encode_then_load(PROMPTS, "cpu", True, *measured([load_encoder, load_1, load_2], steps))
-    if cache is not None and not cache.exists():
-        torch.save(backend.embeddings, cache)
+    loaders = measured(deepfloyd._tiny_loaders(PROMPTS, "cpu"), steps)
+    backend = deepfloyd._encode_then_load(PROMPTS, "cpu", True, *loaders, embeddings_file=cache)
     del backend
     return steps
-
-
-class _Cached:
-    """Stands where the encoder pipeline would: embeddings read back from the cache file."""
-
-    def __init__(self, embeddings):
-        self.embeddings = embeddings
-
-    def encode_prompt(self, prompt, **_):
-        return self.embeddings[prompt], None
 
 
 def main():

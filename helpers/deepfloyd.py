@@ -7,7 +7,8 @@ scheduler (DDPM, 1000 steps, squaredcos_cap_v2, learned_range) gives ``alphas_cu
 Memory (a Colab T4 has 15 GB): the T5-XXL text encoder and the stage-1 UNet do not fit together, so
 `load_deepfloyd` encodes every prompt the notebook needs first, keeps the embeddings ([77, 4096] each)
 in a cache, frees the encoder, and only then loads the UNet. A prompt not encoded then cannot be
-encoded later; the error says which one to add.
+encoded later; the error says which one to add. With an `embeddings_file`, the embeddings are also kept
+on disk: a later session that needs no other prompt reads them back and never loads T5 at all.
 
 Nothing here downloads anything unless `load_deepfloyd` is called; it raises `DeepFloydUnavailable`
 with one sentence when IF cannot be used here (no CUDA GPU, transformers missing, weights gated or
@@ -16,8 +17,11 @@ through the same steps, the tiny random IF of `helpers.tiny_deepfloyd` instead (
 the test of this path.
 """
 import gc
+from pathlib import Path
 
 import torch
+
+from . import checkpoint
 
 STAGE_1 = "DeepFloyd/IF-I-XL-v1.0"
 STAGE_2 = "DeepFloyd/IF-II-L-v1.0"
@@ -88,14 +92,16 @@ class DeepFloydBackend:
 SOURCES = ("deepfloyd", "tiny-deepfloyd")
 
 
-def load_deepfloyd(prompts: list[str], device="cuda", upsample: bool = True, source: str = "deepfloyd"
-                   ) -> DeepFloydBackend:
+def load_deepfloyd(prompts: list[str], device="cuda", upsample: bool = True, source: str = "deepfloyd",
+                   embeddings_file=None) -> DeepFloydBackend:
     """Encode `prompts` (and the empty prompt) with T5, free it, then load stage 1 (and stage 2) in fp16.
 
     `source` is ``"deepfloyd"`` (IF-I-XL and IF-II-L from the Hugging Face Hub) or ``"tiny-deepfloyd"``
-    (the tiny random stand-in, built offline)."""
+    (the tiny random stand-in, built offline). With `embeddings_file`, prompts already stored there are
+    read instead of encoded (T5 is not loaded when all are), and the file is rewritten with the new ones."""
     if source == "tiny-deepfloyd":
-        return _encode_then_load(prompts, device, upsample, *_tiny_loaders(prompts, device))
+        return _encode_then_load(prompts, device, upsample, *_tiny_loaders(prompts, device),
+                                 embeddings_file=embeddings_file)
     if source != "deepfloyd":
         raise ValueError(f"source={source!r} is not a DeepFloyd IF source; use one of {', '.join(SOURCES)}")
     if not torch.cuda.is_available():
@@ -107,7 +113,7 @@ def load_deepfloyd(prompts: list[str], device="cuda", upsample: bool = True, sou
         raise DeepFloydUnavailable(f"DeepFloyd IF needs transformers and sentencepiece ({error.name} is missing): "
                                    "pip install transformers sentencepiece accelerate.") from None
     try:
-        return _encode_then_load(prompts, device, upsample, *loaders)
+        return _encode_then_load(prompts, device, upsample, *loaders, embeddings_file=embeddings_file)
     except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0][:200]
         raise DeepFloydUnavailable(
@@ -115,18 +121,41 @@ def load_deepfloyd(prompts: list[str], device="cuda", upsample: bool = True, sou
             f"(huggingface-cli login) and the licence accepted at https://huggingface.co/{STAGE_1}.") from None
 
 
-def _encode_then_load(prompts, device, upsample, load_encoder, load_stage_1, load_stage_2) -> DeepFloydBackend:
+def read_embeddings(path) -> dict[str, torch.Tensor]:
+    """The prompt embeddings stored in `path` by `load_deepfloyd` (prompt -> [1, 77, D]); {} if it does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a truncated file, a pickle weights_only refuses, not a torch file: the same sentence
+        stored = None
+    if not (isinstance(stored, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                             for k, v in stored.items())):
+        raise ValueError(f"{path} is not a file of prompt embeddings written by load_deepfloyd: pass another "
+                         "embeddings_file, or delete this one to encode the prompts again.")
+    return stored
+
+
+def _encode_then_load(prompts, device, upsample, load_encoder, load_stage_1, load_stage_2,
+                      embeddings_file=None) -> DeepFloydBackend:
     """The memory order of a 15 GB T4: only the text encoder is loaded while prompts are encoded; it is freed
-    (its last reference dropped, CUDA's cache emptied) before the stage-1 UNet is loaded."""
-    encoder_pipe = load_encoder()
-    embeddings = {}
-    for prompt in dict.fromkeys(["", *prompts]):
-        embedding, _ = encoder_pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device=device)
-        embeddings[prompt] = embedding.detach()
-    del encoder_pipe  # the last reference: T5's ~9 GB can now be released before the UNet loads
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    (its last reference dropped, CUDA's cache emptied) before the stage-1 UNet is loaded. Prompts already in
+    `embeddings_file` are not encoded; when none is missing, T5 is never loaded."""
+    stored = read_embeddings(embeddings_file) if embeddings_file is not None else {}
+    missing = [prompt for prompt in dict.fromkeys(["", *prompts]) if prompt not in stored]
+    if missing:
+        encoder_pipe = load_encoder()
+        for prompt in missing:
+            embedding, _ = encoder_pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device=device)
+            stored[prompt] = embedding.detach().cpu()
+        del encoder_pipe  # the last reference: T5's ~9 GB can now be released before the UNet loads
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if embeddings_file is not None:
+            checkpoint.save_atomic(stored, embeddings_file)
+    embeddings = {prompt: stored[prompt].to(device) for prompt in dict.fromkeys(["", *prompts])}
     stage_1 = load_stage_1()
     stage_2 = load_stage_2() if upsample else None
     for pipe in (stage_1, stage_2):

@@ -162,6 +162,32 @@ def test_tiny_deepfloyd_goes_through_the_real_loading_steps_with_if_shapes():
         deepfloyd.load_deepfloyd(prompts, "cpu", source="tiny")
 
 
+def test_embeddings_file_spares_the_text_encoder_in_a_later_session(tmp_path, monkeypatch):
+    file = tmp_path / "embeddings.pt"
+    first = deepfloyd.load_deepfloyd(["a rocket ship"], "cpu", upsample=False, source="tiny-deepfloyd",
+                                     embeddings_file=file)
+    assert set(deepfloyd.read_embeddings(file)) == {"", "a rocket ship"}
+    encoders = []
+    real_loaders = deepfloyd._tiny_loaders
+
+    def counting(prompts, device):
+        load_encoder, load_1, load_2 = real_loaders(prompts, device)
+        return (lambda: encoders.append(1) or load_encoder()), load_1, load_2
+    monkeypatch.setattr(deepfloyd, "_tiny_loaders", counting)
+    again = deepfloyd.load_deepfloyd(["a rocket ship"], "cpu", upsample=False, source="tiny-deepfloyd",
+                                     embeddings_file=file)
+    assert not encoders  # every prompt was on disk: T5 never loaded
+    assert torch.equal(again.embed("a rocket ship"), first.embed("a rocket ship"))
+    deepfloyd.load_deepfloyd(["a man wearing a hat"], "cpu", upsample=False, source="tiny-deepfloyd",
+                             embeddings_file=file)
+    assert encoders == [1] and set(deepfloyd.read_embeddings(file)) == {"", "a rocket ship", "a man wearing a hat"}
+    not_embeddings = tmp_path / "notes.pt"
+    not_embeddings.write_bytes(b"my notes")
+    with pytest.raises(ValueError, match="not a file of prompt embeddings written by load_deepfloyd"):
+        deepfloyd.load_deepfloyd(["a rocket ship"], "cpu", source="tiny-deepfloyd", embeddings_file=not_embeddings)
+    assert not_embeddings.read_bytes() == b"my notes"  # never overwritten
+
+
 def test_tiny_deepfloyd_tokenizer_pads_to_77_and_spells_unknown_words():
     tokenizer = tiny_deepfloyd.tokenizer(["a rocket ship"])
     ids = tokenizer("a rocket zebra", padding="max_length", max_length=77).input_ids
