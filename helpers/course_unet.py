@@ -14,6 +14,8 @@ from torch import nn
 
 from . import validate
 
+TIME_MODULATIONS = ("multiply", "add")
+
 
 def conv(c_in, c_out):
     # Exercise 1.2 hint: a 3 x 3 convolution that keeps the resolution, then BatchNorm and GELU, in an nn.Sequential.
@@ -112,18 +114,30 @@ def fc_block(f_in, f_out):
 class ConditionalCourseUNet(CourseUNet):
     """The course UNet conditioned on time t in [0, 1] and, optionally, on a class label.
 
-    Two FCBlocks embed t, two more embed the one-hot class vector c, and they modulate the decoder:
+    Two FCBlocks embed t, two more embed the one-hot class vector c, and they modulate the decoder.
+    The course documents' forms (Part B 2.1 and 2.4) are the defaults:
 
-        unflatten = c1 * unflatten + t1        up1 = c2 * up1 + t2
+        time-only, time_modulation="multiply":   unflatten = unflatten * t1      up1 = up1 * t2
+        time-only, time_modulation="add":        unflatten = unflatten + t1      up1 = up1 + t2
+        class-conditioned:                       unflatten = c1 * unflatten + t1  up1 = c2 * up1 + t2
 
-    A time-only model uses c1 = c2 = 1. Labels are long tensors; the label ``num_classes`` is the
-    null class of classifier-free guidance, whose one-hot vector is all zeros.
+    Labels are long tensors; the label ``num_classes`` is the null class of classifier-free guidance,
+    whose one-hot vector is all zeros. A time-only model's config records its time modulation.
     """
 
-    def __init__(self, in_channels: int = 1, hidden: int = 64, image_size: int = 32, num_classes: int = 0):
+    def __init__(self, in_channels: int = 1, hidden: int = 64, image_size: int = 32, num_classes: int = 0,
+                 time_modulation: str | None = None):
         super().__init__(in_channels, hidden, image_size)
+        if num_classes and time_modulation is not None:
+            raise ValueError(f"a class-conditioned UNet adds t1 to c1 * unflatten (the course's form), so "
+                             f"time_modulation={time_modulation!r} does not apply: leave it out.")
+        if time_modulation not in (None, *TIME_MODULATIONS):
+            raise ValueError(f"time_modulation must be one of {TIME_MODULATIONS}, not {time_modulation!r}.")
         self.config.update(name="ConditionalCourseUNet", num_classes=num_classes)
         self.num_classes = num_classes
+        if not num_classes:
+            self.time_modulation = time_modulation or "multiply"
+            self.config.update(time_modulation=self.time_modulation)
         self.fc1_t, self.fc2_t = fc_block(1, 2 * hidden), fc_block(1, hidden)
         if num_classes:
             self.fc1_c, self.fc2_c = fc_block(num_classes, 2 * hidden), fc_block(num_classes, hidden)
@@ -137,11 +151,13 @@ class ConditionalCourseUNet(CourseUNet):
         t = t.view(-1, 1)
         t1, t2 = self.fc1_t(t)[:, :, None, None], self.fc2_t(t)[:, :, None, None]
         ### END SOLUTION
-        c1 = c2 = 1.0
         if self.num_classes:
             # Exercise 3.1 hint: one-hot vectors of num_classes entries (the null label: all zeros) through fc1_c, fc2_c.
             ### BEGIN SOLUTION
             one_hot = nn.functional.one_hot(labels, self.num_classes + 1)[:, :self.num_classes].to(x.dtype)
             c1, c2 = self.fc1_c(one_hot)[:, :, None, None], self.fc2_c(one_hot)[:, :, None, None]
             ### END SOLUTION
-        return self.decode(skips, c1 * bottleneck + t1, modulate_up1=lambda up1: c2 * up1 + t2)
+            return self.decode(skips, c1 * bottleneck + t1, modulate_up1=lambda up1: c2 * up1 + t2)
+        if self.time_modulation == "multiply":
+            return self.decode(skips, bottleneck * t1, modulate_up1=lambda up1: up1 * t2)
+        return self.decode(skips, bottleneck + t1, modulate_up1=lambda up1: up1 + t2)

@@ -31,6 +31,10 @@ class DeepFloydUnavailable(RuntimeError):
     """DeepFloyd IF cannot be loaded on this machine; the message says why in one sentence."""
 
 
+class EmbeddingsFileError(ValueError):
+    """The `embeddings_file` given to `load_deepfloyd` is not a file of prompt embeddings it wrote."""
+
+
 class DeepFloydBackend:
     """Noise predictor ``eps(x_t, t, embedding) -> (eps, v)`` around IF's stage-1 pipeline (its UNet and scheduler)."""
 
@@ -114,6 +118,8 @@ def load_deepfloyd(prompts: list[str], device="cuda", upsample: bool = True, sou
                                    "pip install transformers sentencepiece accelerate.") from None
     try:
         return _encode_then_load(prompts, device, upsample, *loaders, embeddings_file=embeddings_file)
+    except EmbeddingsFileError:
+        raise  # the user's file, not the weights: its own sentence
     except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0][:200]
         raise DeepFloydUnavailable(
@@ -132,8 +138,8 @@ def read_embeddings(path) -> dict[str, torch.Tensor]:
         stored = None
     if not (isinstance(stored, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                              for k, v in stored.items())):
-        raise ValueError(f"{path} is not a file of prompt embeddings written by load_deepfloyd: pass another "
-                         "embeddings_file, or delete this one to encode the prompts again.")
+        raise EmbeddingsFileError(f"{path} is not a file of prompt embeddings written by load_deepfloyd: pass "
+                                  "another embeddings_file, or delete this one to encode the prompts again.")
     return stored
 
 

@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from . import checkpoint, samplers, validate
+from . import checkpoint, measure_cache, samplers, validate
 
 
 @dataclass
@@ -72,8 +72,12 @@ def calibrated_schedule(velocity: Callable, machine: Callable, train: torch.Tens
     """The stored calibration in ``run_dir/calibration.pt`` when its config matches, else a new one.
 
     `config` names what the calibration depends on (network, training-set size, noises, steps,
-    candidates); a stored calibration made with another config is an error, not silently reused.
+    candidates); when `velocity` is a network, a digest of its weights joins it, so a retrained network
+    is never matched with an old calibration. A stored calibration made with another config is an error,
+    not silently reused.
     """
+    if isinstance(velocity, torch.nn.Module):  # the weights only: a calibration outlives edits to the code
+        config = {**config, "weights": measure_cache.fingerprint(velocity, code="network weights")}
     path = Path(run_dir) / "calibration.pt"
     if path.exists() and not recalibrate:
         record = checkpoint.load(path)

@@ -28,7 +28,8 @@ BASES = {"smoke-deepfloyd": "smoke"}
 
 # Per-notebook budgets. A key missing from a profile falls back to the ``full`` value. `figure_epochs` are the
 # epochs whose weights figures show, as fractions of the run (0 = the first epoch); `settings` turns them into
-# `snapshot_epochs` for the profile's number of epochs.
+# `snapshot_epochs` for the profile's number of epochs. Likewise `compare_length`, the length of notebook 02's
+# longer-training comparison run as a multiple of the run, becomes `compare_epochs`.
 SETTINGS = {
     "one_step_denoiser": {
         "full": dict(hidden=128, batch_size=256, lr=1e-4, epochs=5, train_images=60_000, sigma=0.5,
@@ -43,19 +44,22 @@ SETTINGS = {
     "flow_time": {
         "full": dict(hidden=64, batch_size=64, lr=1e-2, lr_decay_over_run=0.1, epochs=10, train_images=60_000,
                      attention_hidden=64, attention_lr=2e-3, attention_train_images=60_000,
-                     figure_epochs=(0, 0.5, 1), steps=50, metric_samples=1000),
-        "cpu": dict(hidden=32, batch_size=64, lr=2e-3, train_images=10_000,
+                     figure_epochs=(0, 0.5, 1), compare_length=2, steps=50, metric_samples=1000),
+        # cpu: the comparison run is half as long (5 vs 10 epochs), as twice as long would not fit in 30 minutes
+        "cpu": dict(hidden=32, batch_size=64, lr=2e-3, train_images=10_000, compare_length=0.5,
                     attention_hidden=32, attention_lr=2e-3, attention_train_images=6_000, metric_samples=250),
-        "smoke": dict(hidden=8, batch_size=64, lr=2e-3, epochs=2, train_images=256, attention_hidden=8,
-                      attention_train_images=256, steps=5, metric_samples=50),
+        "smoke": dict(hidden=8, batch_size=64, lr=2e-3, epochs=2, train_images=256, compare_length=0.5,
+                      attention_hidden=8, attention_train_images=256, steps=5, metric_samples=50),
     },
     "flow_class": {
         "full": dict(hidden=64, batch_size=64, lr=1e-2, lr_decay_over_run=0.1, epochs=10, train_images=60_000,
                      clip_lr=1e-3, grad_clip=1.0, p_uncond=0.1, guidance=CFG_SCALE, figure_epochs=(0, 0.5, 1), steps=50,
-                     metric_samples_per_class=100, guidance_sweep=(1.0, 3.0, 5.0, 7.0), step_sweep=(5, 10, 20, 50)),
+                     metric_samples_per_class=100, guidance_sweep=(1.0, 3.0, 5.0, 7.0), step_sweep=(5, 10, 20, 50),
+                     attention_hidden=64, attention_lr=2e-3, attention_train_images=60_000),
         "cpu": dict(hidden=32, batch_size=64, lr=2e-3, clip_lr=1e-3, train_images=10_000,
-                    metric_samples_per_class=20),
+                    metric_samples_per_class=20, attention_hidden=32, attention_train_images=6_000),
         "smoke": dict(hidden=8, batch_size=64, lr=2e-3, clip_lr=1e-3, epochs=2, train_images=256, steps=5,
+                      attention_hidden=8, attention_train_images=256,
                       metric_samples_per_class=2, guidance_sweep=(1.0, 5.0), step_sweep=(2, 5)),
     },
     # Notebook 04's offline stand-in (helpers/standin.py): notebook 03's model and loss on MNIST digits plus
@@ -138,6 +142,8 @@ def settings(section: str, profile: str | None = None) -> SimpleNamespace:
     if "figure_epochs" in values:  # the epochs figures show, as fractions of the run: derived, never typed twice
         fractions = values.pop("figure_epochs")
         values["snapshot_epochs"] = tuple(sorted({max(1, round(f * values["epochs"])) for f in fractions}))
+    if "compare_length" in values:
+        values["compare_epochs"] = max(1, round(values.pop("compare_length") * values["epochs"]))
     return SimpleNamespace(profile=profile, **values)
 
 

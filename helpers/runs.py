@@ -30,13 +30,14 @@ FLOW_TIME_COURSE = "flow_time_course"
 FLOW_TIME_ATTENTION = "flow_time_attention"
 FLOW_CLASS_DECAY = "flow_class_course_decay"
 FLOW_CLASS_CLIP = "flow_class_course_clip"
+FLOW_CLASS_ATTENTION = "flow_class_attention"
 CLASSIFIER = "classifier"
 LOCALITY = "locality_flow_time_course"
 STANDIN = "flow_class_digits_fashion"
 STANDIN_CLASSIFIER = "classifier_digits_fashion"
 MADE_BY = {DENOISER: "notebook 01", PURE_NOISE_DENOISER: "notebook 01", FLOW_TIME_COURSE: "notebook 02",
            FLOW_TIME_ATTENTION: "notebook 02", FLOW_CLASS_DECAY: "notebook 03", FLOW_CLASS_CLIP: "notebook 03",
-           CLASSIFIER: "notebook 02", LOCALITY: "notebook 05", STANDIN: "notebook 04",
+           FLOW_CLASS_ATTENTION: "notebook 03", CLASSIFIER: "notebook 02", LOCALITY: "notebook 05", STANDIN: "notebook 04",
            STANDIN_CLASSIFIER: "notebook 04"}
 
 MODELS = {cls.__name__: cls for cls in (CourseUNet, ConditionalCourseUNet, AttentionUNet, DigitClassifier)}
@@ -46,6 +47,12 @@ VELOCITY_MODELS = ("ConditionalCourseUNet", "AttentionUNet")
 def folder(name: str, profile: str) -> Path:
     """Folder of one training run: ``checkpoints/<profile>/<name>/``."""
     return ROOT / profile / name
+
+
+def of_length(name: str, epochs: int) -> str:
+    """The name of run `name` trained for `epochs` epochs instead, ``<name>_<epochs>epochs`` (notebook 02's
+    longer-training comparison, section 4; benchmarks/longer_training.py)."""
+    return f"{name}_{epochs}epochs"
 
 
 def snapshot_path(run_folder: Path, epoch: int) -> Path:
@@ -58,6 +65,9 @@ def build(config: dict) -> torch.nn.Module:
     name = config.get("name")
     if name not in MODELS:
         raise ckpt.CheckpointError(f"unknown model {name!r} in checkpoint config; known: {', '.join(MODELS)}.")
+    if name == "ConditionalCourseUNet" and not config.get("num_classes") and "time_modulation" not in config:
+        raise ckpt.CheckpointError("this time-only UNet was saved before its config recorded the time modulation "
+                                   "(it added t1 and t2, the default now multiplies): train it again.")
     return MODELS[name](**{k: v for k, v in config.items() if k != "name"})
 
 

@@ -183,7 +183,7 @@ def test_embeddings_file_spares_the_text_encoder_in_a_later_session(tmp_path, mo
     assert encoders == [1] and set(deepfloyd.read_embeddings(file)) == {"", "a rocket ship", "a man wearing a hat"}
     not_embeddings = tmp_path / "notes.pt"
     not_embeddings.write_bytes(b"my notes")
-    with pytest.raises(ValueError, match="not a file of prompt embeddings written by load_deepfloyd"):
+    with pytest.raises(deepfloyd.EmbeddingsFileError, match="not a file of prompt embeddings written by"):
         deepfloyd.load_deepfloyd(["a rocket ship"], "cpu", source="tiny-deepfloyd", embeddings_file=not_embeddings)
     assert not_embeddings.read_bytes() == b"my notes"  # never overwritten
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from helpers import checkpoint, ideal, locality
+from helpers.course_unet import ConditionalCourseUNet
 
 
 class MachineAsNetwork(torch.nn.Module):
@@ -49,3 +50,15 @@ def test_stored_calibration_is_reused_and_checked(setting, tmp_path):
     assert again == first
     with pytest.raises(checkpoint.CheckpointError, match="steps: checkpoint has 2, this run asks for 3"):
         locality.calibrated_schedule(fm, must_not_run, train, noise, 3, [3, 5], tmp_path, {**config, "steps": 3})
+
+
+def test_a_retrained_network_is_not_matched_with_its_old_calibration(tmp_path):
+    torch.manual_seed(0)
+    network = ConditionalCourseUNet(hidden=4, image_size=8).eval()
+    train, noise = torch.rand(6, 1, 8, 8) * 2 - 1, torch.randn(2, 1, 8, 8)
+    config = {"network": "the same run name", "steps": 2}
+    locality.calibrated_schedule(network, ideal.els_denoiser, train, noise, 2, [3, 5], tmp_path, config)
+    with torch.no_grad():
+        network.head.bias.add_(0.1)  # retrained: other weights under the same name
+    with pytest.raises(checkpoint.CheckpointError, match="weights: checkpoint has"):
+        locality.calibrated_schedule(network, ideal.els_denoiser, train, noise, 2, [3, 5], tmp_path, config)

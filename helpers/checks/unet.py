@@ -86,6 +86,10 @@ def time_conditioning(ConditionalCourseUNet):
     x, t = torch.randn(3, 1, 12, 12), torch.tensor([0.1, 0.5, 0.9])
     try:
         with torch.no_grad():
+            for fc in (model.fc1_t, model.fc2_t):  # a fresh model barely responds to t: amplify its embeddings
+                for layer in fc.modules():
+                    if isinstance(layer, nn.Linear):
+                        layer.weight.mul_(10.0)
             out = model(x, t)
     except RuntimeError as error:
         fail(f"the forward pass fails on t of shape [3] ({first_line(error)}): make t a [B, 1] column for "
