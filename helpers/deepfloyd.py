@@ -148,8 +148,9 @@ def _encode_then_load(prompts, device, upsample, load_encoder, load_stage_1, loa
     """The memory order of a 15 GB T4: only the text encoder is loaded while prompts are encoded; it is freed
     (its last reference dropped, CUDA's cache emptied) before the stage-1 UNet is loaded. Prompts already in
     `embeddings_file` are not encoded; when none is missing, T5 is never loaded."""
+    wanted = list(dict.fromkeys(["", *prompts]))
     stored = read_embeddings(embeddings_file) if embeddings_file is not None else {}
-    missing = [prompt for prompt in dict.fromkeys(["", *prompts]) if prompt not in stored]
+    missing = [prompt for prompt in wanted if prompt not in stored]
     if missing:
         encoder_pipe = load_encoder()
         for prompt in missing:
@@ -161,7 +162,7 @@ def _encode_then_load(prompts, device, upsample, load_encoder, load_stage_1, loa
             torch.cuda.empty_cache()
         if embeddings_file is not None:
             checkpoint.save_atomic(stored, embeddings_file)
-    embeddings = {prompt: stored[prompt].to(device) for prompt in dict.fromkeys(["", *prompts])}
+    embeddings = {prompt: stored[prompt].to(device) for prompt in wanted}
     stage_1 = load_stage_1()
     stage_2 = load_stage_2() if upsample else None
     for pipe in (stage_1, stage_2):

@@ -76,8 +76,8 @@ def calibrated_schedule(velocity: Callable, machine: Callable, train: torch.Tens
     is never matched with an old calibration. A stored calibration made with another config is an error,
     not silently reused.
     """
-    if isinstance(velocity, torch.nn.Module):  # the weights only: a calibration outlives edits to the code
-        config = {**config, "weights": measure_cache.fingerprint(velocity, code="network weights")}
+    if isinstance(velocity, torch.nn.Module):
+        config = {**config, "weights": measure_cache.weights_digest(velocity)}
     path = Path(run_dir) / "calibration.pt"
     if path.exists() and not recalibrate:
         record = checkpoint.load(path)

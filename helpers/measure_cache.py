@@ -74,6 +74,12 @@ def fingerprint(*inputs, code: str | None = None) -> str:
     return digest.hexdigest()
 
 
+def weights_digest(network: torch.nn.Module) -> str:
+    """SHA-256 of a network's weights alone (not the code): for results that outlive code edits, such as
+    notebook 05's locality calibration (`helpers.locality`)."""
+    return fingerprint(network, code="network weights")
+
+
 def _read(path: Path) -> dict:
     try:
         stored = json.loads(path.read_text())
