@@ -2,11 +2,11 @@
 
     .venv/bin/python benchmarks/longer_training.py [--profile full] [--model attention] [--epochs 20]
                                                    [--hidden D] [--time-sampling logit_normal]
-                                                   [--time-modulation add]
+                                                   [--time-modulation add] [--coupling minibatch_ot]
 
 Trains notebook 02's model (`course` or `attention`) with its profile's settings but `--epochs` epochs
 (the learning-rate decay stretched to keep its ten-fold drop over the run) into
-``checkpoints/<profile>/flow_time_<model>_<epochs>epochs[_<time sampling>][_D<hidden>][_add]`` (the course
+``checkpoints/<profile>/flow_time_<model>_<epochs>epochs[_<time sampling>][_D<hidden>][_add][_ot]`` (the course
 UNet at the profile's own epochs and settings is notebook 02's run, loaded from its folder), then prints,
 for 1,000 samples with 50 Euler steps from the last and the moving-average weights, the fraction the
 project's classifier reads with confidence > 0.9 and the Frechet distance, beside the real-data floor.
@@ -35,6 +35,8 @@ def main():
     parser.add_argument("--hidden", type=int, help="the model's width D (default: the profile's)")
     parser.add_argument("--time-modulation", choices=TIME_MODULATIONS, default="multiply",
                         help="the course UNet's time modulation: the course's unflatten * t1, or unflatten + t1")
+    parser.add_argument("--coupling", choices=flow_matching.COUPLINGS, default="independent",
+                        help="how each batch pairs noises with images: independently, or by minibatch optimal transport")
     args = parser.parse_args()
     if args.model == "attention" and args.time_modulation != "multiply":
         parser.error("--time-modulation applies to the course UNet (--model course); the attention UNet adds its "
@@ -53,7 +55,8 @@ def main():
                          lr_decay_over_run=cfg.lr_decay_over_run,
                          seed=0)
     suffix = ("" if args.time_sampling == "uniform" else f"_{args.time_sampling}") + (
-        f"_D{args.hidden}" if args.hidden else "") + ("_add" if args.time_modulation == "add" else "")
+        f"_D{args.hidden}" if args.hidden else "") + ("_add" if args.time_modulation == "add" else "") + (
+        "_ot" if args.coupling == "minibatch_ot" else "")
     base = runs.FLOW_TIME_COURSE if args.model == "course" else runs.FLOW_TIME_ATTENTION
     name = runs.of_length(base, args.epochs) + suffix
     keep_epochs = (1,)
@@ -61,10 +64,10 @@ def main():
         name, keep_epochs = base, cfg.snapshot_epochs  # notebook 02's run: same model, data, recipe and snapshots
     run_dir = runs.folder(name, args.profile)
     start = time.perf_counter()
-    train(model.to(device), flow_matching.training_loss(time_sampling=args.time_sampling), (train_x[:images],), config,
-          run_dir, device=device, keep_epochs=keep_epochs)
+    loss_fn = flow_matching.training_loss(time_sampling=args.time_sampling, coupling=args.coupling)
+    train(model.to(device), loss_fn, (train_x[:images],), config, run_dir, device=device, keep_epochs=keep_epochs)
     print(f"[{args.profile}] {args.model} UNet, D = {model.config['hidden']}, {args.epochs} epochs of {images:,} "
-          f"images, batch {cfg.batch_size}, {args.time_sampling} t: {time.perf_counter() - start:.0f} s on {device}")
+          f"images, batch {cfg.batch_size}, {args.time_sampling} t, {args.coupling} coupling: {time.perf_counter() - start:.0f} s on {device}")
 
     classifier = metrics.trained_classifier(device, profile=args.profile)
     test_x, _ = data.load_mnist("test")
