@@ -173,31 +173,53 @@ def _boundary_classes(size: int, r: int) -> list[slice]:
     return border + ([slice(r, size - r)] if size > 2 * r else [])
 
 
+def _class_positions(h: int, w: int, r: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """bbELS's classes (a row class x a column class) as (rows, cols) index tensors [C, m], the classes with the
+    same number m of positions stacked together: the corners (m = 1), the border strips, the interior."""
+    by_size: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    for rows in _boundary_classes(h, r):
+        for cols in _boundary_classes(w, r):
+            grid = torch.meshgrid(torch.arange(rows.start, rows.stop), torch.arange(cols.start, cols.stop), indexing="ij")
+            by_size.setdefault(grid[0].numel(), []).append(tuple(g.flatten() for g in grid))
+    return [tuple(torch.stack(axis).to(device) for axis in zip(*group)) for group in by_size.values()]
+
+
+def _by_class(images: torch.Tensor, p: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """The zero-padded P x P patches of images [B, 1, H, W] centred at each class's positions (rows, cols [C, m]):
+    [C, m * B, P*P], position-major, gathered in one copy from a strided view (no unfold of every position)."""
+    view = F.pad(images, [p // 2] * 4)[:, 0].unfold(1, p, 1).unfold(2, p, 1)           # [B, H, W, P, P], a view
+    return view.permute(1, 2, 0, 3, 4)[rows, cols].reshape(rows.shape[0], -1, p * p)
+
+
 def bbels_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size: PatchSize,
                    chunk: int | None = None, group: int = 64, deduplicate: bool = False) -> torch.Tensor:
     """bbELS: zero padding; a pixel matches the patches (centred anywhere in a training image) whose
     centre lies in the same row class and the same column class, where a row within P // 2 of the top or
     bottom border is a class of its own and all interior rows form one class (columns likewise). Any odd P:
-    with P >= the image size every pixel is a class of its own, which is LS. `deduplicate` merges identical
-    patches of each class and group of images, exactly as in `els_denoiser`."""
+    with P >= the image size every pixel is a class of its own, which is LS.
+
+    Classes with as many positions (the corners, the border strips) share one batched matrix product, each
+    with its own keys; `deduplicate` merges identical patches of a class batched alone (the interior, where
+    MNIST's blank background repeats), exactly as in `els_denoiser`."""
     t, train = _check(x_t, t, train, single_channel=True)
     chunk, group = _optional_count(chunk, "chunk"), count(group, "group")
     p = _resolve(patch_size, t)
     r, (b, _, h, w) = p // 2, x_t.shape
-    query_patches = F.unfold(F.pad(x_t, [r] * 4), p).transpose(1, 2).view(b, h, w, p * p)
-    classes = [(rows, cols) for rows in _boundary_classes(h, r) for cols in _boundary_classes(w, r)]
-    queries = {(rows.start, cols.start): query_patches[:, rows, cols].reshape(b, -1, p * p) for rows, cols in classes}
-    states = {key: OnlineSoftmax(q.shape[:2], (1,), x_t) for key, q in queries.items()}
+    classes = _class_positions(h, w, r, x_t.device)
+    queries = [_by_class(x_t, p, rows, cols) for rows, cols in classes]
+    states = [OnlineSoftmax(q.shape[:2], (1,), x_t) for q in queries]
+    centre = p * p // 2
     for images in _groups(train, group):
-        train_patches = F.unfold(F.pad(images, [r] * 4), p).transpose(1, 2).view(images.shape[0], h, w, p * p)
-        for rows, cols in classes:
-            attend_patches(states[rows.start, cols.start], queries[rows.start, cols.start],
-                           train_patches[:, rows, cols].reshape(-1, p * p), t, chunk, deduplicate)
+        for (rows, cols), q, state in zip(classes, queries, states):
+            keys = _by_class(images, p, rows, cols)                                      # [C, m * n, P*P]
+            if len(rows) == 1:
+                attend_patches(state, q, keys[0], t, chunk, deduplicate)
+            else:
+                attend(state, q, keys, keys[..., centre:centre + 1], t, chunk=chunk)
     out = torch.empty(b, h, w, dtype=x_t.dtype, device=x_t.device)
-    for rows, cols in classes:
-        out[:, rows, cols] = states[rows.start, cols.start].result().view(b, rows.stop - rows.start,
-                                                                         cols.stop - cols.start)
-    return all_finite(out.unsqueeze(1), "the bbELS denoiser's x0_hat")
+    for (rows, cols), state in zip(classes, states):
+        out[:, rows, cols] = state.result().view(*rows.shape, b).permute(2, 0, 1)
+    return all_finite(out.view(b, 1, h, w), "the bbELS denoiser's x0_hat")
 
 
 def velocity(denoiser: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:

@@ -75,7 +75,7 @@ SETTINGS = {
     "ideal": {
         "full": dict(machine_train_images=10_000, noises=100, shown=6, steps=20, calibration_noises=9,
                      candidates=tuple(range(3, 32, 2))),
-        "cpu": dict(machine_train_images=256, noises=21, calibration_noises=5,
+        "cpu": dict(machine_train_images=2_000, noises=11, calibration_noises=5,
                     candidates=(3, 5, 7, 9, 11, 13, 15, 19, 23, 27, 31)),
         "smoke": dict(machine_train_images=16, noises=6, steps=4, calibration_noises=2, candidates=(3, 7, 11)),
     },
