@@ -1,6 +1,6 @@
 """ELS and bbELS along notebook 05's calibrated schedule: seconds per step, and how much an exact pruning could skip.
 
-    .venv/bin/python benchmarks/machine_steps.py [--n 2000] [--batch 11] [--profile cpu] [--prunable]
+    .venv/bin/python benchmarks/machine_steps.py [--n 2000] [--batch 11] [--profile cpu] [--prunable] [--at 0.95 0.6]
 
 For each step of the calibrated schedule P(t) (checkpoints/<profile>/locality_flow_time_course/calibration.pt),
 on test digits noised to x_t = (1 - t) x0 + t eps, prints the seconds of one `els_denoiser` and one
@@ -47,6 +47,7 @@ def main():
     parser.add_argument("--batch", type=int, default=11, help="noisy test digits per step (notebook 05: 11)")
     parser.add_argument("--profile", default="cpu", choices=profile.PROFILES)
     parser.add_argument("--prunable", action="store_true", help="also the fraction of ELS's pairs within 80")
+    parser.add_argument("--at", type=float, nargs="+", help="only the steps at these t (default: every step)")
     args = parser.parse_args()
     record = torch.load(runs.folder(runs.LOCALITY, args.profile) / "calibration.pt", weights_only=True)
     train = data.load_mnist("train")[0][:args.n].contiguous()
@@ -57,6 +58,8 @@ def main():
     print(f"{'t':>5} {'P':>3} {'ELS s':>8} {'bbELS s':>8}" + (f" {'ELS pairs within 80':>20}" if args.prunable else ""))
     totals, skippable = {"ELS": 0.0, "bbELS": 0.0}, 0.0
     for t, p in zip(record["times"], record["sizes"]):
+        if args.at and not any(abs(t - wanted) < 1e-6 for wanted in args.at):
+            continue
         x_t = (1 - t) * clean + t * torch.randn_like(clean)
         seconds = {}
         for name, machine in (("ELS", ideal.els_denoiser), ("bbELS", ideal.bbels_denoiser)):
@@ -72,7 +75,7 @@ def main():
             skippable += seconds["ELS"] * (1 - fraction)
             line += f" {fraction:20.3f}"
         print(line, flush=True)
-    print(f"one trajectory: ELS {totals['ELS']:.1f} s, bbELS {totals['bbELS']:.1f} s")
+    print(f"{'these steps' if args.at else 'one trajectory'}: ELS {totals['ELS']:.1f} s, bbELS {totals['bbELS']:.1f} s")
     if args.prunable:
         print(f"an exact pruning could skip at most {skippable:.1f} s of ELS's {totals['ELS']:.1f} s "
               f"({skippable / totals['ELS']:.0%}), a speed-up of at most {totals['ELS'] / (totals['ELS'] - skippable):.2f}x")
