@@ -69,7 +69,7 @@ def main():
             totals[name] += seconds[name]
         line = f"{t:5.2f} {p:3d} {seconds['ELS']:8.2f} {seconds['bbELS']:8.2f}"
         if args.prunable:
-            keys, log_counts = unique_patches(F.unfold(train, p).transpose(1, 2).reshape(-1, p * p))
+            keys, log_counts = unique_patches(ideal._patches(train, p))
             queries = F.unfold(F.pad(x_t, [p // 2] * 4, mode="circular"), p).transpose(1, 2).reshape(-1, p * p)
             fraction = within_80(queries, keys, log_counts, t)
             skippable += seconds["ELS"] * (1 - fraction)

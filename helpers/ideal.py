@@ -184,11 +184,16 @@ def _class_positions(h: int, w: int, r: int, device) -> list[tuple[torch.Tensor,
     return [tuple(torch.stack(axis).to(device) for axis in zip(*group)) for group in by_size.values()]
 
 
-def _by_class(images: torch.Tensor, p: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """The zero-padded P x P patches of images [B, 1, H, W] centred at each class's positions (rows, cols [C, m]):
-    [C, m * B, P*P], position-major, gathered in one copy from a strided view (no unfold of every position)."""
-    view = F.pad(images, [p // 2] * 4)[:, 0].unfold(1, p, 1).unfold(2, p, 1)           # [B, H, W, P, P], a view
-    return view.permute(1, 2, 0, 3, 4)[rows, cols].reshape(rows.shape[0], -1, p * p)
+def _centred_patches(images: torch.Tensor, p: int) -> torch.Tensor:
+    """The zero-padded P x P patch centred at every pixel of images [B, 1, H, W], as a strided view
+    [H, W, B, P, P] of the padded images (nothing copied until a class gathers its positions)."""
+    return F.pad(images, [p // 2] * 4)[:, 0].unfold(1, p, 1).unfold(2, p, 1).permute(1, 2, 0, 3, 4)
+
+
+def _by_class(patches: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """A view from `_centred_patches` at each class's positions (rows, cols [C, m]): [C, m * B, P*P],
+    position-major, gathered in one copy."""
+    return patches[rows, cols].reshape(rows.shape[0], -1, patches.shape[-1] ** 2)
 
 
 def bbels_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size: PatchSize,
@@ -206,16 +211,15 @@ def bbels_denoiser(x_t: torch.Tensor, t: float, train: torch.Tensor, patch_size:
     p = _resolve(patch_size, t)
     r, (b, _, h, w) = p // 2, x_t.shape
     classes = _class_positions(h, w, r, x_t.device)
-    queries = [_by_class(x_t, p, rows, cols) for rows, cols in classes]
+    query_patches = _centred_patches(x_t, p)
+    queries = [_by_class(query_patches, rows, cols) for rows, cols in classes]
     states = [OnlineSoftmax(q.shape[:2], (1,), x_t) for q in queries]
-    centre = p * p // 2
     for images in _groups(train, group):
+        train_patches = _centred_patches(images, p)
         for (rows, cols), q, state in zip(classes, queries, states):
-            keys = _by_class(images, p, rows, cols)                                      # [C, m * n, P*P]
-            if len(rows) == 1:
-                attend_patches(state, q, keys[0], t, chunk, deduplicate)
-            else:
-                attend(state, q, keys, keys[..., centre:centre + 1], t, chunk=chunk)
+            keys = _by_class(train_patches, rows, cols)                                  # [C, m * n, P*P]
+            alone = len(rows) == 1
+            attend_patches(state, q, keys[0] if alone else keys, t, chunk, deduplicate and alone)
     out = torch.empty(b, h, w, dtype=x_t.dtype, device=x_t.device)
     for (rows, cols), state in zip(classes, states):
         out[:, rows, cols] = state.result().view(*rows.shape, b).permute(2, 0, 1)

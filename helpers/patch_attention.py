@@ -99,10 +99,13 @@ def unique_patches(keys: torch.Tensor):
 
 
 def attend_patches(state: OnlineSoftmax, queries, keys: torch.Tensor, t, chunk=None, deduplicate=False) -> None:
-    """Feed P x P patches `keys` [M, P*P] to `state`, each valued by its centre pixel; with `deduplicate`,
-    identical patches are merged first (`unique_patches`), which leaves the softmax average unchanged."""
+    """Feed P x P patches `keys` [M, P*P] (or [C, M, P*P], one set per query set, as in `attend`) to `state`,
+    each valued by its centre pixel; with `deduplicate` (one key set only), identical patches are merged first
+    (`unique_patches`), which leaves the softmax average unchanged."""
     log_counts = None
     if deduplicate:
+        if keys.dim() != 2:
+            raise ValueError("deduplicate merges the patches of one key set [M, P*P]; batched key sets have none.")
         keys, log_counts = unique_patches(keys)
-    centre = keys.shape[1] // 2
-    attend(state, queries, keys, keys[:, centre:centre + 1].contiguous(), t, log_counts, chunk)
+    centre = keys.shape[-1] // 2
+    attend(state, queries, keys, keys[..., centre:centre + 1].contiguous(), t, log_counts, chunk)

@@ -115,6 +115,12 @@ def test_the_tiny_training_set_repeats_patches_so_deduplication_is_tested(tiny):
     assert len(patch_attention.unique_patches(keys)[0]) < len(keys)
 
 
+def test_batched_key_sets_cannot_be_deduplicated():
+    state = patch_attention.OnlineSoftmax((2, 3), (1,), torch.zeros(1))
+    with pytest.raises(ValueError, match="one key set"):
+        patch_attention.attend_patches(state, torch.zeros(2, 3, 9), torch.zeros(2, 4, 9), 0.5, deduplicate=True)
+
+
 def test_bbels_with_a_patch_as_large_as_the_image_is_local_score(tiny):
     x_t, train = tiny
     assert torch.allclose(ideal.bbels_denoiser(x_t, 0.5, train, 9), ideal.local_denoiser(x_t, 0.5, train, 9),
