@@ -1,4 +1,6 @@
 """Flow matching: the loss's interpolation and target, the samplers on velocities known exactly, and guidance."""
+import itertools
+
 import pytest
 import torch
 
@@ -41,10 +43,10 @@ def test_logit_normal_times_concentrate_mid_path():
     with pytest.raises(ValueError, match="time_sampling must be one of"):
         flow_matching.training_loss(time_sampling="cosine")
 
+
 def test_minibatch_ot_pairs_noises_at_least_total_distance():
     """The OT coupling reorders the batch's noises (a permutation of the same draws) to the pairing of least
     total squared distance: checked against all 5! pairings, and the loss trains on exactly that pairing."""
-    import itertools
     x0 = torch.randn(5, 1, 3, 3)
     torch.manual_seed(1)
     x1 = flow_matching.minibatch_ot_noise(x0)
@@ -63,7 +65,6 @@ def test_minibatch_ot_pairs_noises_at_least_total_distance():
     assert torch.allclose(model.seen[0], (1 - t) * x0 + t * x1)
     with pytest.raises(ValueError, match="coupling must be one of"):
         flow_matching.training_loss(coupling="sinkhorn")
-
 
 
 def test_class_dropout_uses_the_null_label():
