@@ -1,7 +1,7 @@
 # Two commands do everything (see README.md):
 #   make run    - set up, then execute every notebook in $WORKBOOK_PROFILE and render the deliverables
 #   make test   - set up, then run the pytest unit tests and nbval over every notebook (smoke profile)
-#   make student - write the student edition to student/ (exercises stubbed, check cells added; see helpers/course.py)
+#   make student - write the student edition to student/ (exercises stubbed, check cells added; see instructor/edition.py)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -18,7 +18,7 @@ $(STAMP): environment.yml pyproject.toml tools/env_requirements.py
 	touch $(STAMP)
 
 run: setup
-	$(PY) -m helpers.render
+	$(PY) -m instructor render
 
 test: setup
 	$(PY) -m pytest tests
@@ -26,7 +26,7 @@ test: setup
 	WORKBOOK_PROFILE=smoke-deepfloyd $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider notebooks/04_diffusion_sampling_tricks.ipynb
 
 student: setup
-	$(PY) -m helpers.course student --out student
+	$(PY) -m instructor student --out student
 
 benchmark: setup
 	$(PY) benchmarks/train_throughput.py

@@ -15,7 +15,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's helpers, whatever the venv holds
-from helpers import data, guidance, metrics, profile, runs, runtime, samplers
+from helpers import guidance, samplers
+from helpers.foundation import data, hardware
+from helpers.measure import metrics
+from helpers.training import profile, runs
 
 
 def main():
@@ -30,7 +33,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    device = runtime.pick_device()
+    device = hardware.pick_device()
     run_dir = runs.folder(args.run, args.profile)
     model = runs.load(run_dir, args.weights, device=device)
     guide = runs.load(run_dir, epoch=args.guide_epoch, device=device)

@@ -15,9 +15,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's helpers, whatever the venv holds
-from helpers import data, metrics, profile, runs, runtime, samplers
-from helpers.classifier import DigitClassifier
-from helpers.training import TrainConfig, train
+from helpers import samplers
+from helpers.foundation import data, hardware
+from helpers.foundation.classifier import DigitClassifier
+from helpers.measure import metrics
+from helpers.training import profile, runs
+from helpers.training.loop import TrainConfig, train
 
 
 def main():
@@ -26,7 +29,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--samples", type=int, default=500)
     args = parser.parse_args()
-    device = runtime.pick_device()
+    device = hardware.pick_device()
     cfg = profile.settings("classifier", args.profile)
     train_x, train_y = data.load_mnist("train")
     test_x, test_y = data.load_mnist("test")

@@ -7,7 +7,7 @@ Nothing of IF can be downloaded here, so the sizes are computed and the loading 
   d_ff 10240, d_kv 64, 64 heads, 24 layers, vocabulary 32128, gated GELU.
 - IF-I-XL and IF-II-L UNets: the parameter counts published on their model cards (4.3B and 1.2B).
 - Which models are resident together in each plan is measured on the tiny random IF
-  (`helpers.tiny_deepfloyd`), run through the same loading code: after each step, every live
+  (`helpers.backends.tiny_deepfloyd`), run through the same loading code: after each step, every live
   `T5EncoderModel` and `UNet2DConditionModel` is found with the garbage collector.
 
 Bytes = parameters x 2 in fp16 (x 4 in fp32). A plan fits when its peak of resident weights plus an
@@ -25,7 +25,8 @@ from diffusers import UNet2DConditionModel
 from transformers import T5Config, T5EncoderModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import deepfloyd, tiny_deepfloyd  # noqa: E402
+from helpers import tiny_deepfloyd  # noqa: E402
+from helpers.backends import deepfloyd
 
 GIB = 2 ** 30
 T4_GIB = 15.0

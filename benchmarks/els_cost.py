@@ -36,7 +36,8 @@ def rss_mib() -> float:
 def measure(n: int, p: int, batch: int, deduplicate: bool) -> dict:
     import torch
 
-    from helpers import data, ideal
+    from helpers import ideal
+    from helpers.foundation import data
 
     torch.manual_seed(0)
     train = data.load_mnist("train")[0][:n].contiguous()

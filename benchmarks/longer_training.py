@@ -18,10 +18,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's helpers, whatever the venv holds
-from helpers import data, flow_matching, metrics, profile, runs, runtime, samplers
+from helpers import flow_matching, samplers
 from helpers.attention_unet import AttentionUNet
 from helpers.course_unet import TIME_MODULATIONS, ConditionalCourseUNet
-from helpers.training import TrainConfig, train
+from helpers.foundation import data, hardware
+from helpers.measure import metrics
+from helpers.training import profile, runs
+from helpers.training.loop import TrainConfig, train
 
 
 def main():
@@ -42,7 +45,7 @@ def main():
         parser.error("--time-modulation applies to the course UNet (--model course); the attention UNet adds its "
                      "time embedding inside every block.")
     cfg = profile.settings("flow_time", args.profile)
-    device = runtime.pick_device()
+    device = hardware.pick_device()
     if args.model == "course":
         model = ConditionalCourseUNet(hidden=args.hidden or cfg.hidden, image_size=32,
                                       time_modulation=args.time_modulation)

@@ -8,7 +8,7 @@ on test digits noised to x_t = (1 - t) x0 + t eps, prints the seconds of one `el
 
 With --prunable, also the fraction of ELS's (query, training patch) pairs whose logit lies within 80 of the
 query's maximum. A pair further below weighs less than exp(-80) ~ 1e-35 and could be skipped exactly (the
-streamed softmax, `helpers.patch_attention`, already floors such weights), but any exact pruning (patch-norm
+streamed softmax, `helpers.foundation.patch_attention`, already floors such weights), but any exact pruning (patch-norm
 bounds, clustering) still has to compute every pair within 80: the sum over steps of seconds x (1 - fraction)
 is the most it could save.
 """
@@ -21,8 +21,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's helpers, whatever the venv holds
-from helpers import data, ideal, profile, runs  # noqa: E402
-from helpers.patch_attention import LOGITS_PER_CHUNK, patch_logits, unique_patches  # noqa: E402
+from helpers import (
+    ideal,
+    runs,  # noqa: E402
+)
+from helpers.foundation import data
+from helpers.foundation.patch_attention import LOGITS_PER_CHUNK, patch_logits, unique_patches  # noqa: E402
+from helpers.training import profile
 
 
 def within_80(queries: torch.Tensor, keys: torch.Tensor, log_counts: torch.Tensor, t: float) -> float:

@@ -20,7 +20,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's helpers, whatever the venv holds
-from helpers import data, guidance, metrics, profile, runs, runtime, samplers
+from helpers import guidance, samplers
+from helpers.foundation import data, hardware
+from helpers.measure import metrics
+from helpers.training import profile, runs
 
 
 def main():
@@ -37,7 +40,7 @@ def main():
     args = parser.parse_args()
     count = 10 * args.per_class
 
-    device = runtime.pick_device()
+    device = hardware.pick_device()
     classifier = metrics.trained_classifier(device, profile=args.profile)
     test_x, test_y = data.load_mnist("test")
     train_x, _ = data.load_mnist("train")

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 from helpers import flow_matching
 from helpers.attention_unet import AttentionUNet
 from helpers.course_unet import ConditionalCourseUNet
-from helpers.runtime import pick_device
+from helpers.foundation.hardware import pick_device
 
 
 def throughput(model, batch: int, steps: int, device, channels_last=False, compile_model=False, amp=False) -> float:

@@ -6,7 +6,7 @@ Timings: each executed code cell stores, in ``metadata.execution``, when its inp
 (``iopub.execute_input``) and when its reply came (``shell.execute_reply``); a cell's seconds are the
 difference, and a section (a markdown heading) sums the cells below it. The notebooks read are the
 committed ones by default, or any executed copies (``rendered/cpu/*.ipynb``); ``--execute`` first runs
-them in the active profile (``WORKBOOK_PROFILE``) with ``helpers.render`` into rendered/<profile>/.
+them in the active profile (``WORKBOOK_PROFILE``) with ``instructor.execute`` into rendered/<profile>/.
 
 Rates (``--rates``): with the shipped checkpoints of ``--profile``, the floating-point operations of one
 forward pass of each time-conditioned UNet are counted by ``torch.utils.flop_counter.FlopCounterMode``
@@ -97,7 +97,8 @@ def _count_flops(run) -> int:
 def print_rates(profile: str, batch: int, steps: int, fma_units: int) -> None:
     import torch
 
-    from helpers import flow_matching, runs, samplers
+    from helpers import flow_matching, samplers
+    from helpers.training import runs
 
     peak, how = peak_gflops(fma_units)
     print(f"\npeak fp32: {how}; torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -143,7 +144,7 @@ def main():
     parser.add_argument("notebooks", nargs="*", type=Path,
                         help="executed notebooks (default: notebooks/*.ipynb, the committed cpu run)")
     parser.add_argument("--execute", action="store_true",
-                        help="execute them first with helpers.render (active profile) and read the executed copies")
+                        help="execute them first with instructor.execute (active profile) and read the executed copies")
     parser.add_argument("--rates", action="store_true", help="also measure GFLOP/s and images/s of both UNets")
     parser.add_argument("--profile", default="cpu", help="whose shipped checkpoints --rates loads")
     parser.add_argument("--batch", type=int, default=250, help="sampling batch for --rates")
@@ -155,9 +156,9 @@ def main():
     if missing:
         parser.error(f"no such notebook: {', '.join(missing)}")
     if args.execute:
-        from helpers.profile import current_profile
+        from helpers.training.profile import current_profile
         out = ROOT / "rendered" / current_profile()
-        subprocess.run([sys.executable, "-m", "helpers.render", "--notebooks", str(paths[0].parent),
+        subprocess.run([sys.executable, "-m", "instructor", "render", "--notebooks", str(paths[0].parent),
                         "--out", str(out)], check=True, cwd=ROOT)
         paths = [out / p.name for p in paths]
     print_timings(paths)

@@ -1,4 +1,4 @@
-"""How fast each notebook's explorer (`helpers.explore`) answers a slider move.
+"""How fast each notebook's explorer (`helpers.display.explore`) answers a slider move.
 
     .venv/bin/python benchmarks/widgets.py [--profile cpu] [--threads 2]
 
@@ -19,7 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 
 import torch  # noqa: E402
 
-from helpers import data, diffusion, explore, flow_backend, profile, runs  # noqa: E402
+from helpers import (
+    diffusion,
+    runs,  # noqa: E402
+)
+from helpers.backends import flow_backend
+from helpers.display import explore
+from helpers.foundation import data
+from helpers.training import profile
 
 
 def explorers(name: str):

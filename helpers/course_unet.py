@@ -12,7 +12,7 @@ With input size H (28 in the course, 32 for the homework's MNIST) the bottleneck
 import torch
 from torch import nn
 
-from . import validate
+from helpers.foundation import validate
 
 TIME_MODULATIONS = ("multiply", "add")
 

@@ -25,7 +25,7 @@ from typing import Callable, Protocol
 import torch
 import torchvision.transforms.functional as TF
 
-from .validate import all_finite, count, finite_number
+from helpers.foundation.validate import all_finite, count, finite_number
 
 Estimate = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor | None]]
 

@@ -69,7 +69,7 @@ def loss(model, x0: torch.Tensor, labels: torch.Tensor | None = None, p_uncond: 
 
 
 def training_loss(p_uncond: float = 0.1, time_sampling: str = "uniform", coupling: str = "independent"):
-    """`loss` as the hook `helpers.training.train` calls: ``loss_fn(model, batch)``, batch = (images,) or
+    """`loss` as the hook `helpers.training.loop.train` calls: ``loss_fn(model, batch)``, batch = (images,) or
     (images, labels); `coupling` pairs each batch's noises with its images ("independent" or "minibatch_ot")."""
     if time_sampling not in TIME_SAMPLINGS:
         raise ValueError(f"time_sampling must be one of {TIME_SAMPLINGS}, not {time_sampling!r}.")

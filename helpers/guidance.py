@@ -17,7 +17,7 @@ Taught in notebook 03 (classifier-free guidance) and notebook 02, section 6 (aut
 """
 import torch
 
-from . import validate
+from helpers.foundation import validate
 
 CFG_SCALE = 5.0  # gamma of the course's MNIST grids (DeepFloyd's is 7)
 

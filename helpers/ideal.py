@@ -23,7 +23,7 @@ The machines differ only in which candidates each pixel u may use:
 
 The temperature is the noise variance t^2 (the 2 t^2 above): the machines are exact Bayes denoisers for
 their candidate sets, with no free temperature. P (a whole, odd, positive number) may be a number or a
-function of t (the calibrated locality schedule, `helpers.locality`). Nothing is evaluated at t = 0, where
+function of t (the calibrated locality schedule, `helpers.measure.locality`). Nothing is evaluated at t = 0, where
 the velocity is undefined.
 
 Patch sizes larger than the image: LS and bbELS pad with zeros, so any P is defined (bbELS with P >= the
@@ -34,7 +34,7 @@ Inputs are checked once, at each public function: a non-empty training set of x_
 x_t's dtype), t in (0, 1], whole odd positive P and counts; every denoiser's result is checked finite.
 
 Memory: the training set is read in groups of `group` images and the candidates of a group in chunks of
-`chunk` keys (`helpers.patch_attention`: by default a chunk holds LOGITS_PER_CHUNK logits); an online softmax (running maximum
+`chunk` keys (`helpers.foundation.patch_attention`: by default a chunk holds LOGITS_PER_CHUNK logits); an online softmax (running maximum
 and sum, log-sum-exp) accumulates over them, so the working memory does not grow with N.
 """
 from typing import Callable, Iterator
@@ -42,8 +42,8 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from .patch_attention import OnlineSoftmax, attend, attend_patches
-from .validate import all_finite, count, finite_number
+from helpers.foundation.patch_attention import OnlineSoftmax, attend, attend_patches
+from helpers.foundation.validate import all_finite, count, finite_number
 
 PatchSize = int | Callable[[float], int]
 

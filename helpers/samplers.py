@@ -12,7 +12,7 @@ Taught in notebook 02, sections 3 (Euler) and 5 (more steps, Heun).
 """
 import torch
 
-from . import validate
+from helpers.foundation import validate
 
 METHODS = ("euler", "heun")
 

@@ -8,8 +8,9 @@ from diffusers import DDPMScheduler, IFPipeline, UNet2DConditionModel
 from torch import nn
 from transformers import T5EncoderModel
 
-from helpers import deepfloyd, diffusion, standin, tiny_deepfloyd
-from helpers.flow_backend import FlowNoisePredictor, path_time, project_backend
+from helpers import diffusion
+from helpers.backends import deepfloyd, standin, tiny_deepfloyd
+from helpers.backends.flow_backend import FlowNoisePredictor, path_time, project_backend
 
 SCHEDULER = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", variance_type="learned_range")
 

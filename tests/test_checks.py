@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import check, course_unet, denoise, diffusion, ideal
+from helpers import checks, course_unet, denoise, diffusion, ideal
 from helpers.course_unet import ConditionalCourseUNet, CourseUNet
 from helpers.exercises import CheckFailed
 
@@ -21,10 +21,10 @@ def fails(check_fn, candidate, match):
 
 # ---- 1.1 noising --------------------------------------------------------------------------------------------
 def test_add_noise():
-    check.add_noise(denoise.add_noise)
-    fails(check.add_noise, lambda x, s, g=None: x + s * torch.rand(x.shape, generator=g), "not uniform")
-    fails(check.add_noise, lambda x, s, g=None: x + s ** 2 * torch.randn(x.shape, generator=g), "square")
-    fails(check.add_noise, lambda x, s, g=None: x + s * torch.randn(x.shape), "generator")
+    checks.add_noise(denoise.add_noise)
+    fails(checks.add_noise, lambda x, s, g=None: x + s * torch.rand(x.shape, generator=g), "not uniform")
+    fails(checks.add_noise, lambda x, s, g=None: x + s ** 2 * torch.randn(x.shape, generator=g), "square")
+    fails(checks.add_noise, lambda x, s, g=None: x + s * torch.randn(x.shape), "generator")
 
 
 # ---- 1.2, 1.3 the course UNet's operations -----------------------------------------------------------------
@@ -35,13 +35,13 @@ def _ops(**changes):
 
 
 def test_unet_operations():
-    check.unet_operations(course_unet)
+    checks.unet_operations(course_unet)
     relu = lambda i, o: nn.Sequential(nn.Conv2d(i, o, 3, 1, 1), nn.BatchNorm2d(o), nn.ReLU())  # noqa: E731
-    fails(check.unet_operations, _ops(conv=relu), "not ReLU")
+    fails(checks.unet_operations, _ops(conv=relu), "not ReLU")
     no_norm = lambda i, o: nn.Sequential(nn.Conv2d(i, o, 3, 1, 1), nn.GELU())  # noqa: E731
-    fails(check.unet_operations, _ops(conv=no_norm), "BatchNorm2d is missing")
+    fails(checks.unet_operations, _ops(conv=no_norm), "BatchNorm2d is missing")
     stride_one = lambda i, o: nn.Sequential(nn.Conv2d(i, o, 3, 1, 1), nn.BatchNorm2d(o), nn.GELU())  # noqa: E731
-    fails(check.unet_operations, _ops(down_conv=stride_one), "stride")
+    fails(checks.unet_operations, _ops(down_conv=stride_one), "stride")
 
 
 class MaxFlatten(CourseUNet):
@@ -57,9 +57,9 @@ class NoFirstSkip(CourseUNet):
 
 
 def test_course_unet():
-    check.course_unet(CourseUNet)
-    fails(check.course_unet, MaxFlatten, "average")
-    fails(check.course_unet, NoFirstSkip, "first .* skip")
+    checks.course_unet(CourseUNet)
+    fails(checks.course_unet, MaxFlatten, "average")
+    fails(checks.course_unet, NoFirstSkip, "first .* skip")
 
 
 # ---- 2.1, 3.1 conditioning ----------------------------------------------------------------------------------
@@ -86,21 +86,21 @@ def conditioned(embed_t=_time, embed_c=_class):
 
 
 def test_time_conditioning():
-    check.time_conditioning(ConditionalCourseUNet)
-    check.time_conditioning(conditioned())
+    checks.time_conditioning(ConditionalCourseUNet)
+    checks.time_conditioning(conditioned())
     # time-only, the course multiplies: a missing embedding is a factor of 1
-    fails(check.time_conditioning, conditioned(lambda m, x, t: (1.0, 1.0)), "does not change with t")
-    fails(check.time_conditioning, conditioned(lambda m, x, t: _time(m, x, t.reshape(-1)[:1])), "its own time")
-    fails(check.time_conditioning, conditioned(lambda m, x, t: (_time(m, x, t)[0], 1.0)), "fc2_t")
+    fails(checks.time_conditioning, conditioned(lambda m, x, t: (1.0, 1.0)), "does not change with t")
+    fails(checks.time_conditioning, conditioned(lambda m, x, t: _time(m, x, t.reshape(-1)[:1])), "its own time")
+    fails(checks.time_conditioning, conditioned(lambda m, x, t: (_time(m, x, t)[0], 1.0)), "fc2_t")
 
 
 def test_class_conditioning():
-    check.class_conditioning(ConditionalCourseUNet)
-    fails(check.class_conditioning, conditioned(embed_c=lambda m, x, c: (1.0, 1.0)), "does not change with the label")
-    fails(check.class_conditioning, conditioned(embed_c=lambda m, x, c: _class(m, x, c % m.num_classes)), "all-zero")
+    checks.class_conditioning(ConditionalCourseUNet)
+    fails(checks.class_conditioning, conditioned(embed_c=lambda m, x, c: (1.0, 1.0)), "does not change with the label")
+    fails(checks.class_conditioning, conditioned(embed_c=lambda m, x, c: _class(m, x, c % m.num_classes)), "all-zero")
     one_hot_10 = lambda m, x, c: tuple(f(F.one_hot(c, m.num_classes).to(x.dtype))[:, :, None, None]  # noqa: E731
                                        for f in (m.fc1_c, m.fc2_c))
-    fails(check.class_conditioning, conditioned(embed_c=one_hot_10), "null label 10 needs")
+    fails(checks.class_conditioning, conditioned(embed_c=one_hot_10), "null label 10 needs")
 
 
 # ---- 2.2, 2.3, 3.2 flow matching (references written from the exercise's statement) ------------------------
@@ -125,13 +125,13 @@ def with_(fn, **fixed):
 
 
 def test_flow_matching_loss():
-    check.flow_matching_loss(fm_loss)
-    fails(check.flow_matching_loss, with_(fm_loss, sign=-1), "wrong sign")
-    fails(check.flow_matching_loss, with_(fm_loss, swap=True), "swapped")
-    fails(check.flow_matching_loss, with_(fm_loss, data_term=False), "misses the data term")
-    fails(check.flow_matching_loss, with_(fm_loss, one_time=True), "independently for each sample")
-    fails(check.flow_matching_loss, with_(fm_loss, drop_to=0), "null label .* not 0")
-    fails(check.flow_matching_loss, with_(fm_loss, p_uncond=0.0), "no label was dropped")
+    checks.flow_matching_loss(fm_loss)
+    fails(checks.flow_matching_loss, with_(fm_loss, sign=-1), "wrong sign")
+    fails(checks.flow_matching_loss, with_(fm_loss, swap=True), "swapped")
+    fails(checks.flow_matching_loss, with_(fm_loss, data_term=False), "misses the data term")
+    fails(checks.flow_matching_loss, with_(fm_loss, one_time=True), "independently for each sample")
+    fails(checks.flow_matching_loss, with_(fm_loss, drop_to=0), "null label .* not 0")
+    fails(checks.flow_matching_loss, with_(fm_loss, p_uncond=0.0), "no label was dropped")
 
 
 def euler(velocity, x, t, h, labels=None, at=0.0, sign=-1):
@@ -140,10 +140,10 @@ def euler(velocity, x, t, h, labels=None, at=0.0, sign=-1):
 
 
 def test_euler_step():
-    check.euler_step(euler)
-    fails(check.euler_step, lambda v, x, t, h, labels=None: euler(v, x, t, h, labels, at=h), "not at t - h")
-    fails(check.euler_step, lambda v, x, t, h, labels=None: euler(v, x, t, h, labels, sign=1), "wrong way")
-    fails(check.euler_step, lambda v, x, t, h, labels=None: euler(v, x, t, h), "pass the labels")
+    checks.euler_step(euler)
+    fails(checks.euler_step, lambda v, x, t, h, labels=None: euler(v, x, t, h, labels, at=h), "not at t - h")
+    fails(checks.euler_step, lambda v, x, t, h, labels=None: euler(v, x, t, h, labels, sign=1), "wrong way")
+    fails(checks.euler_step, lambda v, x, t, h, labels=None: euler(v, x, t, h), "pass the labels")
 
 
 def cfg(model, gamma, null=None, swap=False, base=True):
@@ -157,15 +157,15 @@ def cfg(model, gamma, null=None, swap=False, base=True):
 
 
 def test_classifier_free_guidance():
-    check.classifier_free_guidance(cfg)
-    fails(check.classifier_free_guidance, lambda m, g: cfg(m, g, swap=True), "wrong end")
-    fails(check.classifier_free_guidance, lambda m, g: cfg(m, g, null=0), r"null label .*\(10\), not 0")
-    fails(check.classifier_free_guidance, lambda m, g: cfg(m, g, base=False), "misses its base term")
+    checks.classifier_free_guidance(cfg)
+    fails(checks.classifier_free_guidance, lambda m, g: cfg(m, g, swap=True), "wrong end")
+    fails(checks.classifier_free_guidance, lambda m, g: cfg(m, g, null=0), r"null label .*\(10\), not 0")
+    fails(checks.classifier_free_guidance, lambda m, g: cfg(m, g, base=False), "misses its base term")
 
 
 # ---- 4.x diffusion ------------------------------------------------------------------------------------------
 def test_forward_process():
-    check.forward_process(diffusion.forward)
+    checks.forward_process(diffusion.forward)
 
     def wrong(scale=False, shift=0, noise_term=True):
         def forward(x0, t, ac, noise=None, generator=None):
@@ -174,20 +174,20 @@ def test_forward_process():
             b = (1 - ac[t - shift]) if scale else (1 - ac[t - shift]).sqrt()
             return a * x0 + (b * noise if noise_term else 0)
         return forward
-    check.forward_process(wrong())
-    fails(check.forward_process, wrong(scale=True), "square roots")
-    fails(check.forward_process, wrong(shift=1), "off by one")
-    fails(check.forward_process, wrong(noise_term=False), "noise term .* is missing")
+    checks.forward_process(wrong())
+    fails(checks.forward_process, wrong(scale=True), "square roots")
+    fails(checks.forward_process, wrong(shift=1), "off by one")
+    fails(checks.forward_process, wrong(noise_term=False), "noise term .* is missing")
 
 
 def test_one_step_estimate():
-    check.one_step_estimate(diffusion.estimate_x0)
-    fails(check.one_step_estimate, lambda x, t, e, ac: (x + (1 - ac[t]).sqrt() * e) / ac[t].sqrt(), "subtract")
-    fails(check.one_step_estimate, lambda x, t, e, ac: (x - (1 - ac[t]).sqrt() * e) / ac[t], "invert")
+    checks.one_step_estimate(diffusion.estimate_x0)
+    fails(checks.one_step_estimate, lambda x, t, e, ac: (x + (1 - ac[t]).sqrt() * e) / ac[t].sqrt(), "subtract")
+    fails(checks.one_step_estimate, lambda x, t, e, ac: (x - (1 - ac[t]).sqrt() * e) / ac[t], "invert")
 
 
 def test_ddpm_step():
-    check.ddpm_step(diffusion.ddpm_step)
+    checks.ddpm_step(diffusion.ddpm_step)
 
     def mean_only(x, t, t_prev, eps, ac, predicted=None, generator=None):
         return diffusion.posterior_mean(x, diffusion.estimate_x0(x, t, eps, ac), t, t_prev, ac)
@@ -195,40 +195,40 @@ def test_ddpm_step():
     def beta_variance(x, t, t_prev, eps, ac, predicted=None, generator=None):
         beta = 1 - ac[t] / ac[t_prev]
         return mean_only(x, t, t_prev, eps, ac) + beta.sqrt() * torch.randn(x.shape, generator=generator)
-    fails(check.ddpm_step, mean_only, "adds no noise")
-    fails(check.ddpm_step, lambda x, t, tp, *rest: diffusion.ddpm_step(x, t, t - 1, *rest), "went to t - 1")
-    fails(check.ddpm_step, beta_variance, "standard deviation")
+    fails(checks.ddpm_step, mean_only, "adds no noise")
+    fails(checks.ddpm_step, lambda x, t, tp, *rest: diffusion.ddpm_step(x, t, t - 1, *rest), "went to t - 1")
+    fails(checks.ddpm_step, beta_variance, "standard deviation")
 
 
 def test_iterative_denoise():
-    check.iterative_denoise(diffusion.iterative_denoise)
+    checks.iterative_denoise(diffusion.iterative_denoise)
     late = lambda est, x, i, ts, *rest, **kw: diffusion.iterative_denoise(est, x, i + 1, ts, *rest, **kw)  # noqa
-    fails(check.iterative_denoise, late, "start at timesteps")
+    fails(checks.iterative_denoise, late, "start at timesteps")
     forgets = lambda est, x, i, ts, ac, g=None, after=None, traj=False: diffusion.iterative_denoise(  # noqa
         est, x, i, ts, ac, g, None, traj)
-    fails(check.iterative_denoise, forgets, "after_step")
+    fails(checks.iterative_denoise, forgets, "after_step")
 
 
 def test_sdedit():
-    check.sdedit(diffusion.sdedit)
-    fails(check.sdedit, lambda est, im, i, ts, ac, g=None: diffusion.iterative_denoise(est, im, i, ts, ac, g),
+    checks.sdedit(diffusion.sdedit)
+    fails(checks.sdedit, lambda est, im, i, ts, ac, g=None: diffusion.iterative_denoise(est, im, i, ts, ac, g),
           "noised with the forward process")
-    fails(check.sdedit, lambda est, im, i, ts, ac, g=None: diffusion.sdedit(est, im, 0, ts, ac, g), "timesteps")
+    fails(checks.sdedit, lambda est, im, i, ts, ac, g=None: diffusion.sdedit(est, im, 0, ts, ac, g), "timesteps")
 
 
 def test_inpaint():
-    check.inpaint(diffusion.inpaint)
-    fails(check.inpaint, lambda est, im, m, *rest, **kw: diffusion.inpaint(est, im, 1 - m, *rest, **kw), "mask = 0")
+    checks.inpaint(diffusion.inpaint)
+    fails(checks.inpaint, lambda est, im, m, *rest, **kw: diffusion.inpaint(est, im, 1 - m, *rest, **kw), "mask = 0")
 
     def pasted(est, image, mask, ts, ac, generator=None):
         start = mask * torch.randn(image.shape, generator=generator) + (1 - mask) * image
         return diffusion.iterative_denoise(est, start, 0, ts, ac, generator,
                                            lambda x, t: mask * x + (1 - mask) * image)
-    fails(check.inpaint, pasted, "not pasted clean")
+    fails(checks.inpaint, pasted, "not pasted clean")
 
 
 def test_anagram():
-    check.anagram(diffusion.anagram)
+    checks.anagram(diffusion.anagram)
 
     def no_inverse(estimates, views):
         return lambda x, t: (torch.stack([e(v.apply(x), t)[0] for e, v in zip(estimates, views)]).mean(0), None)
@@ -236,30 +236,30 @@ def test_anagram():
     def summed(estimates, views):
         est = diffusion.anagram(estimates, views)
         return lambda x, t: (2 * est(x, t)[0], None)
-    fails(check.anagram, no_inverse, "inverse")
-    fails(check.anagram, summed, "do not add")
+    fails(checks.anagram, no_inverse, "inverse")
+    fails(checks.anagram, summed, "do not add")
 
 
 def test_hybrid():
-    check.hybrid(diffusion.hybrid)
-    fails(check.hybrid, lambda lo, hi, k=33, s=2.0: diffusion.hybrid(hi, lo, k, s), "swapped")
+    checks.hybrid(diffusion.hybrid)
+    fails(checks.hybrid, lambda lo, hi, k=33, s=2.0: diffusion.hybrid(hi, lo, k, s), "swapped")
 
     def no_high_pass(low, high, k=33, s=2.0):
         return lambda x, t: (diffusion.low_pass(low(x, t)[0], k, s) + high(x, t)[0], None)
-    fails(check.hybrid, no_high_pass, "own low frequencies")
+    fails(checks.hybrid, no_high_pass, "own low frequencies")
 
 
 # ---- 5.x ideal machines ---------------------------------------------------------------------------------------
 def test_ideal_denoiser():
-    check.ideal_denoiser(ideal.ideal_denoiser)
-    fails(check.ideal_denoiser, lambda x, t, train: train.mean(0, keepdim=True).expand_as(x), "plain training mean")
+    checks.ideal_denoiser(ideal.ideal_denoiser)
+    fails(checks.ideal_denoiser, lambda x, t, train: train.mean(0, keepdim=True).expand_as(x), "plain training mean")
     from helpers.checks.ideal import brute_is
-    fails(check.ideal_denoiser, lambda x, t, train: brute_is(x, t, train, temperature=2 * t), "2 t\\^2")
-    fails(check.ideal_denoiser, lambda x, t, train: brute_is(x / (1 - t), t, train), "compare x_t with")
+    fails(checks.ideal_denoiser, lambda x, t, train: brute_is(x, t, train, temperature=2 * t), "2 t\\^2")
+    fails(checks.ideal_denoiser, lambda x, t, train: brute_is(x / (1 - t), t, train), "compare x_t with")
 
 
 def test_els_denoiser():
     from helpers.checks.ideal import brute_els
-    check.els_denoiser(ideal.els_denoiser)
-    fails(check.els_denoiser, lambda x, t, train, p: brute_els(x, t, train, p, mode="constant"), "circularly")
-    fails(check.els_denoiser, lambda x, t, train, p: ideal.local_denoiser(x, t, train, p), "every location")
+    checks.els_denoiser(ideal.els_denoiser)
+    fails(checks.els_denoiser, lambda x, t, train, p: brute_els(x, t, train, p, mode="constant"), "circularly")
+    fails(checks.els_denoiser, lambda x, t, train, p: ideal.local_denoiser(x, t, train, p), "every location")

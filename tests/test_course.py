@@ -1,4 +1,4 @@
-"""The student edition (helpers.course): markers, stubs, check cells, and the round trip
+"""The student edition (instructor.edition): markers, stubs, check cells, and the round trip
 stubs -> every check fails with its sentence -> reference filled back by the markers -> every check passes
 and the student notebooks run."""
 import json
@@ -13,11 +13,11 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from helpers import course
 from helpers.exercises import BY_KEY
+from instructor import edition
 
 ROOT = Path(__file__).resolve().parent.parent
-ACTIVE = course.active_exercises()
+ACTIVE = edition.active_exercises()
 RUN_CHECKS = """
 import json, sys
 import helpers
@@ -48,7 +48,7 @@ def run_checks(edition: Path, keys) -> dict:
 @pytest.fixture(scope="module")
 def stubs(tmp_path_factory):
     out = tmp_path_factory.mktemp("student")
-    course.build(out)
+    edition.build(out)
     return out
 
 
@@ -57,16 +57,16 @@ def test_the_marked_exercises_are_active():
 
 
 def test_a_region_needs_its_hint_line_and_a_known_exercise():
-    begin, end = course.BEGIN, course.END
-    with pytest.raises(course.CourseError, match="needs a '# Exercise K hint: ...' line"):
-        course.strip_source(f"def f():\n    {begin}\n    return 1\n    {end}\n", "f.py")
-    with pytest.raises(course.CourseError, match="exercise 9.9 is not in"):
-        course.strip_source(f"def f():\n    # Exercise 9.9 hint: x\n    {begin}\n    return 1\n    {end}\n", "f.py")
+    begin, end = edition.BEGIN, edition.END
+    with pytest.raises(edition.CourseError, match="needs a '# Exercise K hint: ...' line"):
+        edition.strip_source(f"def f():\n    {begin}\n    return 1\n    {end}\n", "f.py")
+    with pytest.raises(edition.CourseError, match="exercise 9.9 is not in"):
+        edition.strip_source(f"def f():\n    # Exercise 9.9 hint: x\n    {begin}\n    return 1\n    {end}\n", "f.py")
 
 
 def test_stub_raises_the_exercise_with_its_hint():
-    text = f"def f(x):\n    # Exercise 1.1 hint: think.\n    {course.BEGIN}\n    return x + 1\n    {course.END}\n"
-    stubbed, keys = course.strip_source(text, "f.py")
+    text = f"def f(x):\n    # Exercise 1.1 hint: think.\n    {edition.BEGIN}\n    return x + 1\n    {edition.END}\n"
+    stubbed, keys = edition.strip_source(text, "f.py")
     assert keys == ["1.1"] and "return x + 1" not in stubbed
     namespace = {}
     exec(stubbed, namespace)
@@ -78,9 +78,9 @@ def test_stub_raises_the_exercise_with_its_hint():
 def solution_lines():
     """Every non-trivial line of every marked region of the reference helpers that appears nowhere outside the
     regions (a line such as ``if labels is None:`` that the reference also writes elsewhere gives nothing away)."""
-    pattern = rf"{course.BEGIN}\n(.*?)\n[ \t]*{course.END}"
+    pattern = rf"{edition.BEGIN}\n(.*?)\n[ \t]*{edition.END}"
     lines, elsewhere = set(), set()
-    for path in course.sources():
+    for path in edition.sources():
         text = path.read_text()
         for region in re.findall(pattern, text, flags=re.S):
             lines.update(line.strip() for line in region.splitlines() if len(line.strip()) > 16)
@@ -109,16 +109,16 @@ def test_every_check_fails_on_the_stubs_with_one_sentence(stubs):
 @pytest.mark.parametrize("key", ACTIVE)
 def test_each_check_alone_names_its_exercise_and_hint(tmp_path, key):
     """Everything filled in but exercise `key`: its check fails with its own hint, and names no other."""
-    course.build(tmp_path)
-    course.fill(tmp_path, keep=(key,))
+    edition.build(tmp_path)
+    edition.fill(tmp_path, keep=(key,))
     verdict = run_checks(tmp_path, [key])[key]
     assert verdict.startswith(f"exercise {key} ({BY_KEY[key].where}) is not written yet; hint: "), verdict
 
 
 def test_reference_filled_back_passes_every_check_and_restores_the_sources(tmp_path):
-    course.build(tmp_path)
-    assert course.fill(tmp_path) >= len(ACTIVE)
-    for path in course.sources():
+    edition.build(tmp_path)
+    assert edition.fill(tmp_path) >= len(ACTIVE)
+    for path in edition.sources():
         assert (tmp_path / path.relative_to(ROOT)).read_text() == path.read_text(), path
     assert run_checks(tmp_path, ACTIVE) == {key: "pass" for key in ACTIVE}
 
@@ -153,8 +153,8 @@ def test_stub_notebooks_run_top_to_bottom_and_say_what_they_wait_for(stubs):
 
 
 def test_filled_student_notebooks_pass_nbval_in_smoke(tmp_path):
-    course.build(tmp_path)
-    course.fill(tmp_path)
+    edition.build(tmp_path)
+    edition.fill(tmp_path)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "--nbval-current-env",
                            "--nbval-cell-timeout=600", "-p", "no:cacheprovider", "notebooks"],
@@ -165,18 +165,18 @@ def test_filled_student_notebooks_pass_nbval_in_smoke(tmp_path):
 
 
 def test_every_exercise_has_a_check_and_a_notebook_cell_to_precede():
-    from helpers import check
+    from helpers import checks
     from helpers.exercises import EXERCISES
     for exercise in EXERCISES:
-        name = exercise.check.split("(")[0].removeprefix("check.")
-        assert getattr(check, name).exercise == exercise.key, exercise.key
+        name = exercise.check.split("(")[0].removeprefix("checks.")
+        assert getattr(checks, name).exercise == exercise.key, exercise.key
         nb = nbformat.read(ROOT / "notebooks" / exercise.notebook, as_version=4)
         assert exercise.before in [cell.get("id") for cell in nb.cells], exercise.key
 
 
 def test_the_build_is_deterministic(tmp_path):
-    course.build(tmp_path / "a")
-    course.build(tmp_path / "b")
+    edition.build(tmp_path / "a")
+    edition.build(tmp_path / "b")
     for path in (tmp_path / "a").rglob("*"):
         if path.is_file():
             assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes(), path

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from helpers import runs
-from helpers.checkpoint import CheckpointError
 from helpers.course_unet import ConditionalCourseUNet, CourseUNet
+from helpers.foundation.checkpoint_files import CheckpointError
+from helpers.training import runs
 
 
 @pytest.mark.parametrize("size", [28, 32])

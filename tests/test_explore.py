@@ -1,9 +1,10 @@
-"""The notebooks' slider explorers (helpers.explore): each callback driven from Python, with tiny models."""
+"""The notebooks' slider explorers (helpers.display.explore): each callback driven from Python, with tiny models."""
 import pytest
 import torch
 
-from helpers import diffusion, explore, guidance, ideal, samplers
+from helpers import diffusion, guidance, ideal, samplers
 from helpers.course_unet import ConditionalCourseUNet
+from helpers.display import explore
 
 AC = torch.linspace(0.9999, 0.01, 1000)  # a stand-in schedule of abar_t, decreasing
 T = diffusion.strided_timesteps()

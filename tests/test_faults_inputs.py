@@ -7,9 +7,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from helpers import diffusion, ideal, plotting, profile
-from helpers.images import ImageError, load_image
-from helpers.locality import LocalitySchedule
+from helpers import diffusion, ideal
+from helpers.display import plotting
+from helpers.foundation.images import ImageError, load_image
+from helpers.measure.locality import LocalitySchedule
+from helpers.training import profile
 
 # A cosine-like schedule is not needed here: any decreasing abar in (0, 1) exercises the code paths.
 AC = torch.linspace(0.9999, 0.01, 1000, dtype=torch.float64)

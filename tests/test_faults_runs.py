@@ -5,11 +5,13 @@ import math
 import pytest
 import torch
 
-from helpers import checkpoint as ckpt
-from helpers import flow_matching, guidance, runs, sample, samplers
+from helpers import flow_matching, guidance, samplers
 from helpers.attention_unet import AttentionUNet
 from helpers.course_unet import ConditionalCourseUNet, CourseUNet
-from helpers.training import TrainConfig, train
+from helpers.foundation import checkpoint_files as ckpt
+from helpers.training import runs
+from helpers.training.loop import TrainConfig, train
+from instructor import sample
 
 
 def tiny_run(folder, num_classes=0, epochs=2, keep_epochs=(1,)):

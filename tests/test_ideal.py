@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from helpers import ideal, patch_attention
+from helpers import ideal
+from helpers.foundation import patch_attention
 
 H = W = 8
 

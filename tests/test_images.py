@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.images import ImageError, load_image
+from helpers.foundation.images import ImageError, load_image
 
 DRAWN = Path(__file__).resolve().parent.parent / "data" / "drawn"
 

@@ -2,8 +2,10 @@
 import pytest
 import torch
 
-from helpers import checkpoint, ideal, locality
+from helpers import ideal
 from helpers.course_unet import ConditionalCourseUNet
+from helpers.foundation import checkpoint_files
+from helpers.measure import locality
 
 
 class MachineAsNetwork(torch.nn.Module):
@@ -48,7 +50,7 @@ def test_stored_calibration_is_reused_and_checked(setting, tmp_path):
 
     again, _ = locality.calibrated_schedule(fm, must_not_run, train, noise, 2, [3, 5], tmp_path, config)
     assert again == first
-    with pytest.raises(checkpoint.CheckpointError, match="steps: checkpoint has 2, this run asks for 3"):
+    with pytest.raises(checkpoint_files.CheckpointError, match="steps: checkpoint has 2, this run asks for 3"):
         locality.calibrated_schedule(fm, must_not_run, train, noise, 3, [3, 5], tmp_path, {**config, "steps": 3})
 
 
@@ -60,5 +62,5 @@ def test_a_retrained_network_is_not_matched_with_its_old_calibration(tmp_path):
     locality.calibrated_schedule(network, ideal.els_denoiser, train, noise, 2, [3, 5], tmp_path, config)
     with torch.no_grad():
         network.head.bias.add_(0.1)  # retrained: other weights under the same name
-    with pytest.raises(checkpoint.CheckpointError, match="weights: checkpoint has"):
+    with pytest.raises(checkpoint_files.CheckpointError, match="weights: checkpoint has"):
         locality.calibrated_schedule(network, ideal.els_denoiser, train, noise, 2, [3, 5], tmp_path, config)

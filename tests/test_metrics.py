@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import metrics
-from helpers.classifier import DigitClassifier
-from helpers.metrics import accuracy, classify, confident_fraction, frechet_distance
+from helpers.foundation.classifier import DigitClassifier
+from helpers.measure import metrics
+from helpers.measure.metrics import accuracy, classify, confident_fraction, frechet_distance
 
 
 def test_frechet_distance_of_gaussians_matches_closed_form():

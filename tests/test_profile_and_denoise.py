@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from helpers import denoise, profile
+from helpers import denoise
+from helpers.training import profile
 
 
 def test_profile_switch(monkeypatch):

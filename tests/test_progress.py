@@ -1,11 +1,11 @@
-"""helpers.progress: a bar whose final state stays in an executed notebook's outputs."""
+"""helpers.foundation.progress: a bar whose final state stays in an executed notebook's outputs."""
 import nbformat
 from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 
-from helpers.progress import progress_bar
+from helpers.foundation.progress import progress_bar
 
-LOOP = """from helpers.progress import progress_bar
+LOOP = """from helpers.foundation.progress import progress_bar
 total = 0
 for step in progress_bar(range(157), desc="epoch 1/10"):
     total += step

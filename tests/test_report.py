@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import badges, render, report
+from instructor import badges, execute, report
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "report" / "cpu"
@@ -24,7 +24,7 @@ def mapping():
 
 @pytest.fixture(scope="module")
 def notebooks(mapping):
-    return report.read_folder(render.NOTEBOOKS, mapping)
+    return report.read_folder(execute.NOTEBOOKS, mapping)
 
 
 def test_every_course_deliverable_is_mapped_in_its_numbering(mapping):
@@ -79,12 +79,12 @@ def test_report_from_stored_outputs_links_every_figure_to_its_cell(mapping, note
 
 def test_a_students_folder_with_a_missing_figure_gets_its_report_and_a_nonzero_exit(mapping, tmp_path, capsys):
     student = tmp_path / "student"
-    shutil.copytree(render.NOTEBOOKS, student, ignore=shutil.ignore_patterns("04_*", "05_*"))
+    shutil.copytree(execute.NOTEBOOKS, student, ignore=shutil.ignore_patterns("04_*", "05_*"))
     notebook = nbformat.read(student / mapping.notebooks["03"], as_version=4)
     next(c for c in notebook.cells if c.get("id") == "a4340175").outputs = []
     nbformat.write(notebook, student / mapping.notebooks["03"])
     with pytest.raises(SystemExit, match="B 2.6: cell a4340175 of 03_class_conditioned_flow_matching.ipynb has no figure"):
-        render.main(["--notebooks", str(student), "--report-only", "--out", str(tmp_path / "out")])
+        execute.main(["--notebooks", str(student), "--report-only", "--out", str(tmp_path / "out")])
     index = (tmp_path / "out" / "index.html").read_text()
     assert "no figure in cell a4340175" in index and "04_diffusion_sampling_tricks.ipynb is missing" in index
 
@@ -95,7 +95,7 @@ def test_render_refuses_a_missing_file_or_a_non_notebook_in_one_sentence(tmp_pat
     if content is not None:
         path.write_text(content)
     with pytest.raises(SystemExit) as stop:
-        render.main([str(path), "--out", str(tmp_path / "out")])
+        execute.main([str(path), "--out", str(tmp_path / "out")])
     message = str(stop.value.code)
     assert message.startswith(f"error: {path}") and message.count("\n") == 0
     assert not (tmp_path / "out").exists()
@@ -108,7 +108,7 @@ def test_inplace_never_overwrites_a_notebook_that_failed(tmp_path):
     nbformat.write(notebook, path)
     before = path.read_bytes()
     with pytest.raises(SystemExit, match=r"failing.ipynb failed \(ValueError: boom\); nothing was written"):
-        render.main([str(path), "--inplace", "--out", str(tmp_path / "out")])
+        execute.main([str(path), "--inplace", "--out", str(tmp_path / "out")])
     assert path.read_bytes() == before and not (tmp_path / "out" / "failing.ipynb").exists()
 
 
@@ -125,16 +125,16 @@ def test_committed_report_has_every_row_and_every_file_it_references(mapping):
 
 def test_every_markdown_cell_closes_its_inline_math(notebooks):
     """An odd number of $ in a cell is math that a shell or an edit ate (e.g. "$P$" expanded to a path)."""
-    unclosed = [(name, i) for name in (p.name for p in sorted(render.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")))
-                for i, cell in enumerate(report.read_notebook(render.NOTEBOOKS / name).cells)
+    unclosed = [(name, i) for name in (p.name for p in sorted(execute.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")))
+                for i, cell in enumerate(report.read_notebook(execute.NOTEBOOKS / name).cells)
                 if cell.cell_type == "markdown" and cell.source.replace("\\$", "").count("$") % 2]
     assert unclosed == []
 
 
 def test_every_notebook_carries_the_colab_badge_of_the_one_repository_setting(notebooks):
     assert badges.stale() == []
-    for name in (p.name for p in sorted(render.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))):
-        notebook = report.read_notebook(render.NOTEBOOKS / name)
+    for name in (p.name for p in sorted(execute.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))):
+        notebook = report.read_notebook(execute.NOTEBOOKS / name)
         assert badges.colab_url(name) in badges.first_markdown(notebook).source
         setup = next(c for c in notebook.cells if c.cell_type == "code").source
         assert f'"{badges.REPOSITORY_URL}.git"' in setup    # the set-up cell clones the same repository

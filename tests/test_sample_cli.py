@@ -1,10 +1,11 @@
-"""`python -m helpers.sample`: file format, reproducibility, and clear errors."""
+"""`python -m instructor sample`: file format, reproducibility, and clear errors."""
 import pytest
 import torch
 
-from helpers import flow_matching, sample
+from helpers import flow_matching
 from helpers.course_unet import ConditionalCourseUNet
-from helpers.training import TrainConfig, train
+from helpers.training.loop import TrainConfig, train
+from instructor import sample
 
 
 def tiny_run(tmp_path, num_classes, epochs=1, keep_epochs=()):

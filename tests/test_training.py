@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from helpers import checkpoint as ckpt
-from helpers import runs
 from helpers.course_unet import CourseUNet
 from helpers.denoise import denoising_loss
-from helpers.training import TrainConfig, _ema_decay, train
+from helpers.foundation import checkpoint_files as ckpt
+from helpers.training import runs
+from helpers.training.loop import TrainConfig, _ema_decay, train
 
 CONFIG = TrainConfig(epochs=3, batch_size=16, lr=1e-3, seed=7, lr_decay_over_run=0.9 ** 3)
 KEEP = (1, 3)

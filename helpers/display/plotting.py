@@ -5,8 +5,8 @@ import matplotlib.pyplot as plt
 import torch
 import torchvision
 
-from .profile import tag
-from .validate import count, finite_number
+from helpers.foundation.validate import count, finite_number
+from helpers.training.profile import tag
 
 
 def _as_display(images: torch.Tensor, value_range) -> torch.Tensor:

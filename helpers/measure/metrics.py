@@ -8,16 +8,16 @@
 
   (the FID formula, with the project classifier's 128-d features instead of Inception's).
 
-`trained_classifier` loads that classifier (`helpers.classifier`), training it first where the run is missing.
+`trained_classifier` loads that classifier (`helpers.foundation.classifier`), training it first where the run is missing.
 """
 import torch
 import torch.nn.functional as F
 
-from . import runs
-from .classifier import DigitClassifier
-from .data import load_mnist
-from .profile import settings
-from .training import TrainConfig, train
+from helpers.foundation.classifier import DigitClassifier
+from helpers.foundation.data import load_mnist
+from helpers.training import runs
+from helpers.training.loop import TrainConfig, train
+from helpers.training.profile import settings
 
 
 @torch.no_grad()

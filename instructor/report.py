@@ -18,11 +18,11 @@ import copy
 import html
 import re
 import shutil
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+import tomllib
 from nbconvert import HTMLExporter
 from nbconvert.filters.markdown import markdown2html
 from pygments.formatters import HtmlFormatter

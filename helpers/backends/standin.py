@@ -7,7 +7,7 @@ Fashion-MNIST items, whose 20 classes a prompt names, and a classifier that read
     class 20       the empty prompt: the null class of classifier-free guidance
 
 The model is notebook 03's (`ConditionalCourseUNet`, the flow-matching loss with p_uncond = 0.1), trained on
-both datasets at once; `helpers.flow_backend` reads it as a DDPM noise predictor, so every trick of
+both datasets at once; `helpers.backends.flow_backend` reads it as a DDPM noise predictor, so every trick of
 `helpers.diffusion` runs on it unchanged. Clothes beside digits give the tricks room to show their effect on
 32 x 32 pictures: a sneaker's toe painted as a 7, a 6 that is a 9 upside down, a drawn house made a bag.
 
@@ -17,13 +17,14 @@ import re
 
 import torch
 
-from . import flow_matching, runs
-from .classifier import DigitClassifier
-from .course_unet import ConditionalCourseUNet
-from .data import FASHION_ITEMS, load_mnist
-from .metrics import train_classifier
-from .profile import settings
-from .training import TrainConfig, train
+from helpers import flow_matching
+from helpers.course_unet import ConditionalCourseUNet
+from helpers.foundation.classifier import DigitClassifier
+from helpers.foundation.data import FASHION_ITEMS, load_mnist
+from helpers.measure.metrics import train_classifier
+from helpers.training import runs
+from helpers.training.loop import TrainConfig, train
+from helpers.training.profile import settings
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CLASS_NAMES = tuple(str(d) for d in range(10)) + FASHION_ITEMS
@@ -67,7 +68,7 @@ def label_of(prompt: str) -> int:
 
 def trained_model(profile: str | None = None, device="cpu") -> ConditionalCourseUNet:
     """The stand-in for `profile`: loaded from ``checkpoints/<profile>/flow_class_digits_fashion`` if finished,
-    else trained there first (the `standin` settings of helpers/profile.py)."""
+    else trained there first (the `standin` settings of helpers/training/profile.py)."""
     cfg = settings("standin", profile)
     model = ConditionalCourseUNet(hidden=cfg.hidden, image_size=32, num_classes=NUM_CLASSES)
     config = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=0,

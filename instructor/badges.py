@@ -1,7 +1,7 @@
 """The "Open in Colab" badge at the top of every notebook, built from one repository setting.
 
-    python -m helpers.badges           # write (or rewrite) the badge line of every notebooks/NN_*.ipynb
-    python -m helpers.badges --check   # exit 1 when a badge does not match REPOSITORY_URL / BRANCH
+    python -m instructor badges           # write (or rewrite) the badge line of every notebooks/NN_*.ipynb
+    python -m instructor badges --check   # exit 1 when a badge does not match REPOSITORY_URL / BRANCH
 
 A fork changes REPOSITORY_URL (and the clone URL default of the notebooks' set-up cells, which a test
 compares with it) and runs the first command. Only the first markdown cell of a notebook is touched.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import nbformat
 
-from .report import read_notebook
-from .render import NOTEBOOKS, write_atomic
+from instructor.execute import NOTEBOOKS, write_atomic
+from instructor.report import read_notebook
 
 REPOSITORY_URL = "https://github.com/diffusion-workbook/diffusion-workbook"
 BRANCH = "main"
@@ -52,14 +52,14 @@ def stale(folder: Path = NOTEBOOKS) -> list[str]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m instructor badges", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only check; exit 1 when a badge is missing or stale")
     args = parser.parse_args(argv)
     names = stale()
     if args.check:
         if names:
             sys.exit(f"error: the Colab badge of {', '.join(names)} does not match {REPOSITORY_URL} "
-                     f"(branch {BRANCH}): run `python -m helpers.badges`.")
+                     f"(branch {BRANCH}): run `python -m instructor badges`.")
         return
     for name in names:
         notebook = read_notebook(NOTEBOOKS / name)
@@ -68,6 +68,3 @@ def main(argv=None) -> None:
         write_atomic(notebook, NOTEBOOKS / name)
         print(f"badge written: {name}")
 
-
-if __name__ == "__main__":
-    main()

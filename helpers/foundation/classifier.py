@@ -4,14 +4,14 @@ Input: 32 x 32 digits in [-1, 1]. Three conv stages (w, 2w, 4w channels, each co
 followed by 2 x 2 max-pooling: 32 -> 16 -> 8 -> 4), a linear layer from the 4 x 4 map to a 128-d feature
 vector (ReLU), and a linear layer to 10 logits. Keeping the 4 x 4 layout (rather than pooling it away)
 matters: a digit is defined by where its strokes are. `features` is the layer the Frechet distance of
-`helpers.metrics` uses.
+`helpers.measure.metrics` uses.
 """
 import torch
 from torch import nn
 
 
 class DigitClassifier(nn.Module):
-    """`num_classes` logits (MNIST's 10 by default; notebook 04's stand-in reads 20, `helpers.standin`). The
+    """`num_classes` logits (MNIST's 10 by default; notebook 04's stand-in reads 20, `helpers.backends.standin`). The
     config records `num_classes` only when it is not 10, so the shipped digit classifier's config stays valid."""
 
     def __init__(self, width: int = 32, num_classes: int = 10):

@@ -16,7 +16,7 @@ Every run also keeps an exponential moving average of the weights, stored as ``e
     ema <- d ema + (1 - d) theta   after each optimizer step,   d = min(EMA_DECAY, (1 + n) / (10 + n))
 
 (n = optimizer steps so far; the warm-up keeps early steps from being dominated by the random initial
-weights). `helpers.runs.load(..., weights="ema")` samples with it.
+weights). `helpers.training.runs.load(..., weights="ema")` samples with it.
 
 Speed: the loss is read back to the host only every 10 steps (for the progress bar) and once per epoch,
 so the GPU is never stalled waiting for Python; Adam is fused on CUDA.
@@ -27,10 +27,11 @@ from typing import Callable
 
 import torch
 
-from . import checkpoint as ckpt
-from . import runs, validate
-from .profile import retrain_requested
-from .progress import progress_bar
+from helpers.foundation import checkpoint_files as ckpt
+from helpers.foundation import validate
+from helpers.foundation.progress import progress_bar
+from helpers.training import runs
+from helpers.training.profile import retrain_requested
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ from types import SimpleNamespace
 
 import torch
 
-from .guidance import CFG_SCALE
+from helpers.guidance import CFG_SCALE
 
 PROFILES = ("smoke", "cpu", "full", "smoke-deepfloyd")
 # A derived profile is its base's settings with its own few on top: ``smoke-deepfloyd`` is smoke with
-# notebook 04 on the tiny random DeepFloyd IF of helpers/tiny_deepfloyd.py, the test of its DeepFloyd branch.
+# notebook 04 on the tiny random DeepFloyd IF of helpers/backends/tiny_deepfloyd.py, the test of its DeepFloyd branch.
 BASES = {"smoke-deepfloyd": "smoke"}
 
 # Per-notebook budgets. A key missing from a profile falls back to the ``full`` value. `figure_epochs` are the
@@ -62,7 +62,7 @@ SETTINGS = {
                       attention_hidden=8, attention_train_images=256,
                       metric_samples_per_class=2, guidance_sweep=(1.0, 5.0), step_sweep=(2, 5)),
     },
-    # Notebook 04's offline stand-in (helpers/standin.py): notebook 03's model and loss on MNIST digits plus
+    # Notebook 04's offline stand-in (helpers/backends/standin.py): notebook 03's model and loss on MNIST digits plus
     # Fashion-MNIST items, 20 classes; `train_images` alternate digit, item, digit, ...
     "standin": {
         "full": dict(hidden=64, batch_size=64, lr=1e-2, lr_decay_over_run=0.1, epochs=10, train_images=120_000,

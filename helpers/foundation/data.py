@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torchvision
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 RAW_DIR = DATA_DIR / "MNIST" / "raw"
 FASHION_RAW_DIR = DATA_DIR / "FashionMNIST" / "raw"
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist

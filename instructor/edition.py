@@ -1,4 +1,4 @@
-"""The student edition: ``python -m helpers.course student [--out student/]`` (or ``make student``).
+"""The student edition: ``python -m instructor student [--out student/]`` (or ``make student``).
 
 How a student meets an exercise. Every kernel exists once, in `helpers`; an exercise is a region of a
 helpers file between nbgrader's solution markers (see `helpers.exercises`), with a hint line
@@ -10,7 +10,7 @@ repository's notebooks and helpers in which
   preprocessor, run over every notebook (regions in notebook cells) and over each helpers file's text
   as one code cell, so notebooks and .py files follow one convention and one implementation;
 - each notebook gets, before the first cell that needs an exercise, a markdown cell saying which
-  function to fill in and where, and a check cell (``check.add_noise(denoise.add_noise)``) that the
+  function to fill in and where, and a check cell (``checks.add_noise(denoise.add_noise)``) that the
   student re-runs until it passes. The notebooks themselves are not edited: the table
   `helpers.exercises.EXERCISES` names each exercise's notebook and the id of the cell it precedes;
 - the set-up cell also turns on autoreload (an edited helpers file is picked up without a restart) and
@@ -213,16 +213,11 @@ def fill(student: Path, root: Path = ROOT, keep: tuple[str, ...] = ()) -> int:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m helpers.course", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    student = sub.add_parser("student", help="write the student edition")
-    student.add_argument("--out", type=Path, default=ROOT / "student", help="output folder (default: student/)")
+    parser = argparse.ArgumentParser(prog="python -m instructor student", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "student", help="output folder (default: student/)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     active = build(args.out)
     print(f"student edition in {args.out}: {len(active)} exercises ({', '.join(active)}), "
           f"{time.perf_counter() - start:.1f} s")
 
-
-if __name__ == "__main__":
-    main()

@@ -13,7 +13,7 @@ on disk: a later session that needs no other prompt reads them back and never lo
 Nothing here downloads anything unless `load_deepfloyd` is called; it raises `DeepFloydUnavailable`
 with one sentence when IF cannot be used here (no CUDA GPU, transformers missing, weights gated or
 unreachable), and the notebook falls back to the project backend. ``source="tiny-deepfloyd"`` loads,
-through the same steps, the tiny random IF of `helpers.tiny_deepfloyd` instead (offline, CPU, seconds):
+through the same steps, the tiny random IF of `helpers.backends.tiny_deepfloyd` instead (offline, CPU, seconds):
 the test of this path.
 """
 import gc
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
+from helpers.foundation import checkpoint_files
 
 STAGE_1 = "DeepFloyd/IF-I-XL-v1.0"
 STAGE_2 = "DeepFloyd/IF-II-L-v1.0"
@@ -161,7 +161,7 @@ def _encode_then_load(prompts, device, upsample, load_encoder, load_stage_1, loa
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         if embeddings_file is not None:
-            checkpoint.save_atomic(stored, embeddings_file)
+            checkpoint_files.save_atomic(stored, embeddings_file)
     embeddings = {prompt: stored[prompt].to(device) for prompt in wanted}
     stage_1 = load_stage_1()
     stage_2 = load_stage_2() if upsample else None
@@ -188,9 +188,9 @@ def _hub_loaders(device):
 
 
 def _tiny_loaders(prompts, device):
-    """The same three steps on `helpers.tiny_deepfloyd`'s random IF: fp16 on CUDA as the real weights, fp32 on
+    """The same three steps on `helpers.backends.tiny_deepfloyd`'s random IF: fp16 on CUDA as the real weights, fp32 on
     the CPU (where diffusers warns that fp16 pipelines fail and fp16 convolutions are ~10x slower)."""
-    from . import tiny_deepfloyd as tiny
+    from helpers.backends import tiny_deepfloyd as tiny
 
     vocabulary, dtype = ["", *prompts], torch.float16 if torch.device(device).type == "cuda" else torch.float32
     return (lambda: tiny.stage_1(vocabulary, dtype, with_unet=False).to(device),

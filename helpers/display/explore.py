@@ -21,7 +21,7 @@ slider move answers from the cache (`benchmarks/widgets.py` times them).
 
 A figure inside a widget is kept only as widget state, not in a rendered notebook: the graded figures are
 drawn directly, and an explorer sits in a cell of its own (marked NBVAL_IGNORE_OUTPUT) after the figure it
-explores. Pixels are shown as (x - low) / (high - low) clipped to [0, 1], as in `helpers.plotting`.
+explores. Pixels are shown as (x - low) / (high - low) clipped to [0, 1], as in `helpers.display.plotting`.
 """
 import io
 from functools import lru_cache
@@ -32,9 +32,9 @@ import torch
 import torchvision
 from PIL import Image
 
-from . import denoise, diffusion, guidance, ideal, samplers
-from .plotting import _as_display
-from .validate import count, finite_number
+from helpers import denoise, diffusion, guidance, ideal, samplers
+from helpers.display.plotting import _as_display
+from helpers.foundation.validate import count, finite_number
 
 ZOOM = 4  # screen pixels per image pixel
 

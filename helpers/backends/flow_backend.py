@@ -13,14 +13,14 @@ x1 = z + (1 - s) v, hence
 
 eps_hat is affine in v, so classifier-free guidance on eps equals guidance on v with the same gamma.
 The schedule is DeepFloyd IF's (1000 steps, squaredcos_cap_v2), so the same strided timesteps
-990, 960, ..., 0 apply. Notebook 04's model is the stand-in of `helpers.standin` (MNIST digits and
+990, 960, ..., 0 apply. Notebook 04's model is the stand-in of `helpers.backends.standin` (MNIST digits and
 Fashion-MNIST items): a prompt naming one of them ("a 7", "six", "a sneaker") embeds as its class, and the
 empty prompt as the null class the model was trained with.
 """
 import torch
 from diffusers import DDPMScheduler
 
-from . import standin
+from helpers.backends import standin
 
 IMAGE_SHAPE = (1, 32, 32)
 
@@ -52,7 +52,7 @@ class FlowNoisePredictor:
         self.image_shape = IMAGE_SHAPE
 
     def embed(self, prompt: str) -> torch.Tensor:
-        """The class label a prompt names (`helpers.standin.label_of`): '' -> the null class; 'a 6' / 'six' -> 6,
+        """The class label a prompt names (`helpers.backends.standin.label_of`): '' -> the null class; 'a 6' / 'six' -> 6,
         'a sneaker' -> 17 (a model of digits only refuses the items)."""
         label = standin.label_of(prompt)
         if label == standin.NUM_CLASSES:
@@ -67,7 +67,7 @@ class FlowNoisePredictor:
         """eps_hat = z + (1 - s) v(z, s, c) with z = x_t / (a + b), s = b / (a + b); no learned variance."""
         if x_t.dim() != 4 or tuple(x_t.shape[1:]) != IMAGE_SHAPE:
             raise ValueError(f"the project backend works on [B, 1, 32, 32] images in [-1, 1], got "
-                             f"{list(x_t.shape)}: load images with helpers.images.load_image(..., size=32, channels=1)")
+                             f"{list(x_t.shape)}: load images with helpers.foundation.images.load_image(..., size=32, channels=1)")
         s, scale = path_time(self.alphas_cumprod[t])
         s, scale = float(s), float(scale)
         z = x_t / scale
@@ -77,5 +77,5 @@ class FlowNoisePredictor:
 
 
 def project_backend(profile: str, device="cpu") -> FlowNoisePredictor:
-    """The backend on notebook 04's stand-in for `profile` (`helpers.standin`; trained first if not shipped)."""
+    """The backend on notebook 04's stand-in for `profile` (`helpers.backends.standin`; trained first if not shipped)."""
     return FlowNoisePredictor(standin.trained_model(profile, device))

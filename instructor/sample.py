@@ -1,8 +1,8 @@
 """Sample a trained flow-matching run to a file, for graders and scripts.
 
-    python -m helpers.sample RUN --per-class N [--guidance G] --steps T --seed S --out FILE.pt   (class-conditioned)
-    python -m helpers.sample RUN --n N --steps T --seed S --out FILE.pt                          (time-only)
-    python -m helpers.sample RUN --n N --guide-epoch 1 --guidance W --out FILE.pt                (autoguided)
+    python -m instructor sample RUN --per-class N [--guidance G] --steps T --seed S --out FILE.pt   (class-conditioned)
+    python -m instructor sample RUN --n N --steps T --seed S --out FILE.pt                          (time-only)
+    python -m instructor sample RUN --n N --guide-epoch 1 --guidance W --out FILE.pt                (autoguided)
 
 Writes ``{"images": float [10*N, 1, 32, 32] in [-1, 1], "labels": long [10*N]}`` (no labels for a
 time-only model; labels are 0..9, N of each, in order). The starting noise comes from a generator seeded
@@ -18,8 +18,10 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt
-from . import guidance, runs, samplers, validate
+from helpers import guidance, samplers
+from helpers.foundation import checkpoint_files as ckpt
+from helpers.foundation import validate
+from helpers.training import runs
 
 
 def check_output(path: Path) -> None:
@@ -42,7 +44,7 @@ def memory_needed(count: int, config: dict) -> int:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m instructor sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a run folder or its last.pt")
     parser.add_argument("--per-class", type=int, help="samples per digit (class-conditioned models)")
     parser.add_argument("--n", type=int, help="number of samples (time-only models)")
@@ -107,6 +109,3 @@ def main(argv=None) -> None:
     ckpt.save_atomic(result, args.out)
     print(f"wrote {len(images)} samples to {args.out}")
 
-
-if __name__ == "__main__":
-    main()

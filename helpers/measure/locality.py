@@ -15,7 +15,9 @@ from typing import Callable
 
 import torch
 
-from . import checkpoint, measure_cache, samplers, validate
+from helpers import samplers
+from helpers.foundation import checkpoint_files, validate
+from helpers.measure import cache
 
 
 @dataclass
@@ -77,15 +79,15 @@ def calibrated_schedule(velocity: Callable, machine: Callable, train: torch.Tens
     not silently reused.
     """
     if isinstance(velocity, torch.nn.Module):
-        config = {**config, "weights": measure_cache.weights_digest(velocity)}
+        config = {**config, "weights": cache.weights_digest(velocity)}
     path = Path(run_dir) / "calibration.pt"
     if path.exists() and not recalibrate:
-        record = checkpoint.load(path)
-        checkpoint.check_config(record, config, path)
+        record = checkpoint_files.load(path)
+        checkpoint_files.check_config(record, config, path)
     else:
-        record = {"config": checkpoint.normalise(config),
+        record = {"config": checkpoint_files.normalise(config),
                   **calibrate(velocity, machine, train, noise, steps, candidates)}
-        checkpoint.save_atomic(record, path)
+        checkpoint_files.save_atomic(record, path)
     return LocalitySchedule(record["times"], record["sizes"]), record
 
 

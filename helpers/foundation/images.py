@@ -20,7 +20,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, UnidentifiedImageError
 
-from .validate import count
+from helpers.foundation.validate import count
 
 
 class ImageError(ValueError):

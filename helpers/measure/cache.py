@@ -1,6 +1,6 @@
 """Measured figures kept next to the checkpoint they measure, recomputed whenever anything they depend on changes.
 
-A measurement (a dict of numbers, e.g. `helpers.metrics.sample_quality`) is stored in
+A measurement (a dict of numbers, e.g. `helpers.measure.metrics.sample_quality`) is stored in
 ``<run folder>/measurements.json`` under a label, with a fingerprint: the SHA-256 of
 
 - every input it depends on: a network's weights (its ``state_dict``, names and bytes), a tensor's dtype,
@@ -24,14 +24,20 @@ from typing import Callable
 
 import torch
 
-from . import checkpoint, metrics, samplers
+from helpers import samplers
+from helpers.foundation import checkpoint_files
+from helpers.measure import metrics
 
 FILE_NAME = "measurements.json"
-HELPERS = Path(__file__).resolve().parent
-CODE = ("samplers.py", "guidance.py", "metrics.py", "classifier.py", "course_unet.py", "attention_unet.py")
+HELPERS = Path(__file__).resolve().parents[1]
+CODE = ("samplers.py", "guidance.py", "measure/metrics.py", "foundation/classifier.py", "course_unet.py",
+        "attention_unet.py")
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:
+    """The tree without docstrings and import statements, so neither a comment nor a module's move (which
+    changes only where its names are imported from) counts as a change of the measuring code."""
+    tree.body = [node for node in tree.body if not isinstance(node, (ast.Import, ast.ImportFrom))] or [ast.Pass()]
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
@@ -41,10 +47,11 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
 
 
 def code_version(files=CODE, folder: Path | None = None) -> str:
-    """SHA-256 of the syntax trees (docstrings and comments left out) of `files` in `folder` (default: helpers)."""
+    """SHA-256 of the syntax trees (docstrings, comments and imports left out) of `files` in `folder` (default:
+    helpers), each named by its file name alone, so that moving a module between folders keeps the key."""
     digest, folder = hashlib.sha256(), Path(folder or HELPERS)
     for name in files:
-        digest.update(name.encode())
+        digest.update(Path(name).name.encode())
         digest.update(ast.dump(_without_docstrings(ast.parse((folder / name).read_text()))).encode())
     return digest.hexdigest()
 
@@ -76,7 +83,7 @@ def fingerprint(*inputs, code: str | None = None) -> str:
 
 def weights_digest(network: torch.nn.Module) -> str:
     """SHA-256 of a network's weights alone (not the code): for results that outlive code edits, such as
-    notebook 05's locality calibration (`helpers.locality`)."""
+    notebook 05's locality calibration (`helpers.measure.locality`)."""
     return fingerprint(network, code="network weights")
 
 
@@ -107,7 +114,7 @@ def cached(folder, label: str, compute: Callable[[], dict], *inputs) -> dict:
         raise ValueError("a measurement needs a non-empty label (a string naming what was measured).")
     folder = Path(folder)
     if not folder.is_dir():
-        raise checkpoint.CheckpointError(f"no trained model at {folder}: train or load the run first; its measurements "
+        raise checkpoint_files.CheckpointError(f"no trained model at {folder}: train or load the run first; its measurements "
                                          "are stored beside its checkpoint.")
     key = fingerprint(*inputs)
     path = folder / FILE_NAME

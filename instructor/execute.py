@@ -1,12 +1,12 @@
 """Execute notebooks in the active profile and write the instructor's report of their deliverables.
 
-    python -m helpers.render                 # execute every notebook -> rendered/<profile>/ (report: index.html)
-    python -m helpers.render --inplace       # also store the outputs in notebooks/ (to commit them)
-    python -m helpers.render notebooks/01_one_step_denoising.ipynb   # execute just one (others: stored outputs)
-    python -m helpers.render --report-only   # execute nothing: the report from the stored outputs, in seconds
-    python -m helpers.render --notebooks DIR [--report-only]         # a student's folder, graded the same way
+    python -m instructor render                 # execute every notebook -> rendered/<profile>/ (report: index.html)
+    python -m instructor render --inplace       # also store the outputs in notebooks/ (to commit them)
+    python -m instructor render notebooks/01_one_step_denoising.ipynb   # execute just one (others: stored outputs)
+    python -m instructor render --report-only   # execute nothing: the report from the stored outputs, in seconds
+    python -m instructor render --notebooks DIR [--report-only]         # a student's folder, graded the same way
 
-The report (helpers/report.py) has one row per deliverable of notebooks/deliverables.toml. Each executed
+The report (instructor/report.py) has one row per deliverable of notebooks/deliverables.toml. Each executed
 notebook's time is printed and saved in timings.json beside it. A notebook that fails is written nowhere
 (with --inplace its file is left as it was); the command then stops with status 1, as it does when a
 deliverable has no output.
@@ -23,8 +23,8 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from . import report
-from .profile import current_profile
+from helpers.training.profile import current_profile
+from instructor import report
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -47,7 +47,7 @@ def write_atomic(notebook: nbformat.NotebookNode, path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m instructor render", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="*", type=Path, help="notebooks to execute (default: all of the folder)")
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS,
                         help="the folder of NN_name.ipynb notebooks to report on (default: notebooks/)")
@@ -98,6 +98,3 @@ def main(argv=None) -> None:
     if found:
         sys.exit("error: " + "; ".join(found))
 
-
-if __name__ == "__main__":
-    main()

@@ -7,7 +7,7 @@ so a run folder alone says what it holds.
 A run lives in ``checkpoints/<profile>/<name>/`` (`folder`):
 
 - ``last.pt``: weights, their moving average (``ema``) and the loss history; while training is unfinished, also
-  the optimizer's state, so a rerun resumes (`helpers.training`);
+  the optimizer's state, so a rerun resumes (`helpers.training.loop`);
 - ``epoch_XXX.pt``: the weights (fp16) after the epochs a figure needs; the last epoch's are ``last.pt`` itself.
 
 `load` reads any of them: the last weights, their moving average, or the snapshot after one epoch.
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt
-from .attention_unet import AttentionUNet
-from .classifier import DigitClassifier
-from .course_unet import ConditionalCourseUNet, CourseUNet
+from helpers.attention_unet import AttentionUNet
+from helpers.course_unet import ConditionalCourseUNet, CourseUNet
+from helpers.foundation import checkpoint_files as ckpt
+from helpers.foundation.classifier import DigitClassifier
 
-ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
+ROOT = Path(__file__).resolve().parents[2] / "checkpoints"
 
 # The runs the notebooks train, and which notebook trains each (named in the error when one is missing).
 DENOISER = "denoiser_sigma0.5"
@@ -75,7 +75,7 @@ def _device(device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} is not available on this machine (no CUDA GPU): use 'cpu', or "
-                         "helpers.runtime.pick_device().")
+                         "helpers.foundation.hardware.pick_device().")
     return device
 
 

@@ -1,0 +1,1 @@
+"""What the notebooks show: figures titled with their profile (`plotting`) and the sliders (`explore`)."""

@@ -1,0 +1,3 @@
+from helpers.handin.pack import main
+
+main()
