@@ -1,13 +1,15 @@
 # Two commands do everything (see README.md):
 #   make run    - set up, then execute every notebook in $WORKBOOK_PROFILE and render the deliverables
 #   make test   - set up, then run the pytest unit tests and nbval over every notebook (smoke profile)
+#   make test-fast - the pure unit tests only (not those marked slow: notebooks, browser, training), under a minute
+#   make lint   - ruff over the whole tree (configured in pyproject.toml)
 #   make student - write the student edition to student/ (exercises stubbed, check cells added; see instructor/edition.py)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test student benchmark clean-venv
+.PHONY: setup run test test-fast lint student benchmark clean-venv
 
 setup: $(STAMP)
 
@@ -24,6 +26,12 @@ test: setup
 	$(PY) -m pytest tests
 	WORKBOOK_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider notebooks
 	WORKBOOK_PROFILE=smoke-deepfloyd $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider notebooks/04_diffusion_sampling_tricks.ipynb
+
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow" -q
+
+lint: setup
+	$(PY) -m ruff check .
 
 student: setup
 	$(PY) -m instructor student --out student

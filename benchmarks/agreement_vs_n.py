@@ -16,10 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's helpers, whatever the venv holds
-from helpers import (
-    ideal,
-    samplers,  # noqa: E402
-)
+from helpers import ideal, samplers
 from helpers.foundation import data
 from helpers.measure import locality, metrics
 from helpers.training import profile, runs

@@ -25,8 +25,7 @@ from diffusers import UNet2DConditionModel
 from transformers import T5Config, T5EncoderModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import tiny_deepfloyd  # noqa: E402
-from helpers.backends import deepfloyd
+from helpers.backends import deepfloyd, tiny_deepfloyd
 
 GIB = 2 ** 30
 T4_GIB = 15.0

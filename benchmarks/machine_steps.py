@@ -21,13 +21,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's helpers, whatever the venv holds
-from helpers import (
-    ideal,
-    runs,  # noqa: E402
-)
+from helpers import ideal
 from helpers.foundation import data
-from helpers.foundation.patch_attention import LOGITS_PER_CHUNK, patch_logits, unique_patches  # noqa: E402
-from helpers.training import profile
+from helpers.foundation.patch_attention import LOGITS_PER_CHUNK, patch_logits, unique_patches
+from helpers.training import profile, runs
 
 
 def within_80(queries: torch.Tensor, keys: torch.Tensor, log_counts: torch.Tensor, t: float) -> float:

@@ -17,16 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's helpers, whatever the venv holds
 
-import torch  # noqa: E402
+import torch
 
-from helpers import (
-    diffusion,
-    runs,  # noqa: E402
-)
+from helpers import diffusion
 from helpers.backends import flow_backend
 from helpers.display import explore
 from helpers.foundation import data
-from helpers.training import profile
+from helpers.training import profile, runs
 
 
 def explorers(name: str):
