@@ -1,2 +1,3 @@
-"""Measuring models: the classifier's accuracy and Frechet distance (`metrics`), measurements cached beside
-their checkpoint (`cache`), and the ideal machines' locality calibration (`locality`)."""
+"""Measuring models: a run's sample quality in one call (`quality.of_run`), the classifier's accuracy and
+Frechet distance it is built on (`metrics`), measurements kept beside their checkpoint (`cache`), and the ideal
+machines' locality calibration (`locality`)."""
