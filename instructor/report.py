@@ -132,10 +132,6 @@ def load_mapping(path: Path = MAPPING) -> Mapping:
         if isinstance(answer.points, bool) or not isinstance(answer.points, int | float) or answer.points <= 0:
             raise NotebookError(f"{path} gives the [[answer]] of row {answer.row!r} points = {answer.points!r}: "
                                 "give a positive number.")
-    cells = [f"{a.cell} of notebook {a.notebook}" for a in answers]
-    if len(set(cells)) != len(cells):
-        raise NotebookError(f"{path} maps one answer cell to two [[answer]] tables: "
-                            f"{sorted({c for c in cells if cells.count(c) > 1})}.")
     return Mapping(notebooks, backend, rows, extra, answers)
 
 
@@ -414,8 +410,11 @@ def anchor(deliverable_id: str) -> str:
     return html.escape(deliverable_id.replace(" ", "-"))
 
 
-def _answer_block(answer: Answer, mapping: Mapping, notebooks: dict) -> str:
-    """The row's "written answer (to grade)" block: the answer's text, sanitised, or why it is missing."""
+def _answer_block(answer: Answer, mapping: Mapping, notebooks: dict, shown: tuple[str, ...] = ()) -> str:
+    """The row's "written answer (to grade)" block: the answer's text, sanitised, or why it is missing.
+
+    A reference cell that the row already shows as measured (its cell ids `shown`) is linked, not repeated.
+    """
     points = f"{answer.points:g} point{'' if answer.points == 1 else 's'}"
     head = f"<div class=note>written answer (to grade, {points}): {html.escape(answer.prompt)}</div>"
     name = mapping.notebooks[answer.notebook]
@@ -425,10 +424,12 @@ def _answer_block(answer: Answer, mapping: Mapping, notebooks: dict) -> str:
     if written.missing:
         return f"<div class=answer>{head}<span class=missing>missing: {html.escape(written.missing)}</span></div>"
     whose = "the student's answer" if written.student else "the reference answer"
+    repeated = not written.student and written.cell in shown
     link = (f'<div class=note><a href="{Path(name).stem}.html#cell-id={html.escape(written.cell)}">{whose}, '
-            f"cell {html.escape(written.cell)}</a></div>")
+            f"cell {html.escape(written.cell)}</a>{' (its text is shown above)' if repeated else ''}</div>")
     attachments = _cells(notebook)[written.cell].get("attachments")
-    return f"<div class=answer>{head}{link}{markdown_html(written.text, attachments)}</div>"
+    text = "" if repeated else markdown_html(written.text, attachments)
+    return f"<div class=answer>{head}{link}{text}</div>"
 
 
 def _row(row: Deliverable, mapping: Mapping, notebooks: dict, figure_paths: dict) -> str:
@@ -455,7 +456,8 @@ def _row(row: Deliverable, mapping: Mapping, notebooks: dict, figure_paths: dict
             measured.append(f'<a href="{stem}.html#cell-id={cell_id}"><pre>{html.escape(text)}</pre></a>')
         elif cell_id in row.measured:
             measured.append(f'<span class=missing>cell {cell_id} printed nothing</span>')
-    measured += [_answer_block(answer, mapping, notebooks) for answer in mapping.answers if answer.row == row.id]
+    measured += [_answer_block(answer, mapping, notebooks, row.measured if answer.notebook == row.notebook else ())
+                 for answer in mapping.answers if answer.row == row.id]
     note = f'<div class=note>{html.escape(row.note)}</div>' if row.note else ""
     return (f'<tr id="{anchor(row.id)}"><td class=id>{html.escape(row.id)}</td>'
             f'<td>{html.escape(row.title)}{note}<div class=note>notebook '

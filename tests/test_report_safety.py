@@ -268,6 +268,15 @@ def test_the_instructors_notebook_shows_the_reference_answer(tmp_path):
     assert "1 written answers to grade" in index
 
 
+def test_a_reference_the_row_already_shows_is_linked_not_repeated(tmp_path):
+    path = tmp_path / "deliverables.toml"
+    path.write_text((MAPPING_TOML + ANSWER_TOML).replace('"md-attach", "backend"]', '"md-attach", "backend", "ref-01-1"]'))
+    report.build({"01": hostile_notebook(answer=None)}, tmp_path / "out", "instructor", report.load_mapping(path))
+    row = BeautifulSoup((tmp_path / "out" / "index.html").read_text(), "html.parser").find("tr", id="X-1")
+    assert row.get_text().count("the mean of many digits") == 1
+    assert "the reference answer, cell ref-01-1 (its text is shown above)" in row.find("div", class_="answer").get_text()
+
+
 def test_an_answer_still_holding_the_nbgrader_stub_is_listed_missing(tmp_path):
     notebook = hostile_notebook(answer="YOUR ANSWER HERE")
     found = report.build({"01": notebook}, tmp_path / "out", "student", mapping(tmp_path))
