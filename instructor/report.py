@@ -192,8 +192,11 @@ def problems(mapping: Mapping, notebooks: dict) -> list[str]:
                 found.append(f"{row.id}: cell {cell_id} is not in {mapping.notebooks[row.notebook]}")
             elif not images(cells[cell_id]):
                 found.append(f"{row.id}: cell {cell_id} of {mapping.notebooks[row.notebook]} has no figure")
+        replaced = replaced_references(mapping, row.notebook, notebook)
         for cell_id in row.measured:
             cell = cells.get(cell_id)
+            if cell is None and cell_id in replaced:
+                continue            # the student edition put an answer cell in its place: see the answers below
             if cell is None:
                 found.append(f"{row.id}: cell {cell_id} is not in {mapping.notebooks[row.notebook]}")
             elif not (cell.source.strip() if cell.cell_type == "markdown" else printed_text(cell)):
@@ -213,6 +216,14 @@ def problems(mapping: Mapping, notebooks: dict) -> list[str]:
             if written.missing:
                 found.append(f"{answer.row}: written answer missing: {written.missing}")
     return found
+
+
+def replaced_references(mapping: Mapping, key: str, notebook) -> set[str]:
+    """Reference-answer cells of notebook `key` that the student edition replaced by their answer cells
+    (the answer cell is there and the reference is not): a row shows the answer in their place."""
+    cells = _cells(notebook)
+    return {a.reference for a in mapping.answers
+            if a.notebook == key and a.cell in cells and a.reference not in cells}
 
 
 STUB = "YOUR ANSWER HERE"      # nbgrader's text_stub: what ClearSolutions leaves in a markdown answer cell
@@ -445,10 +456,11 @@ def _row(row: Deliverable, mapping: Mapping, notebooks: dict, figure_paths: dict
                  for p in figure_paths.get(row.notebook, {}).get(cell_id, [])]
         figures += links or [f'<span class=missing>no figure in cell {cell_id}</span>']
     measured = []
+    replaced = replaced_references(mapping, row.notebook, notebook)
     for cell_id in row.figures + row.measured:
         cell = cells.get(cell_id)
         if cell is None:
-            if cell_id in row.measured:
+            if cell_id in row.measured and cell_id not in replaced:
                 measured.append(f'<span class=missing>cell {cell_id} is missing</span>')
         elif cell.cell_type == "markdown":
             measured.append(markdown_html(cell.source, cell.get("attachments")))

@@ -277,6 +277,18 @@ def test_a_reference_the_row_already_shows_is_linked_not_repeated(tmp_path):
     assert "the reference answer, cell ref-01-1 (its text is shown above)" in row.find("div", class_="answer").get_text()
 
 
+def test_a_student_edition_shows_the_answer_where_the_reference_was(tmp_path):
+    """The edition removes the reference cell and puts the answer cell in its place: no missing-cell problem."""
+    path = tmp_path / "deliverables.toml"
+    path.write_text((MAPPING_TOML + ANSWER_TOML).replace('"md-attach", "backend"]', '"md-attach", "backend", "ref-01-1"]'))
+    notebook = hostile_notebook()
+    notebook.cells = [cell for cell in notebook.cells if cell.id != "ref-01-1"]
+    found = report.build({"01": notebook}, tmp_path / "out", "student", report.load_mapping(path))
+    assert not [p for p in found if "ref-01-1" in p or "written answer" in p], found
+    row = BeautifulSoup((tmp_path / "out" / "index.html").read_text(), "html.parser").find("tr", id="X-1")
+    assert "ref-01-1" not in row.get_text() and row.find(class_="answer").find("strong").get_text() == "blurry"
+
+
 def test_an_answer_still_holding_the_nbgrader_stub_is_listed_missing(tmp_path):
     notebook = hostile_notebook(answer="YOUR ANSWER HERE")
     found = report.build({"01": notebook}, tmp_path / "out", "student", mapping(tmp_path))
