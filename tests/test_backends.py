@@ -75,6 +75,7 @@ def test_stand_in_data_alternates_digits_and_garments():
     assert images.shape == (7, 1, 32, 32) and (labels[::2] < 10).all() and (labels[1::2] >= 10).all()
 
 
+@pytest.mark.slow
 def test_shipped_project_backend_draws_the_class_it_is_asked_for():
     backend = project_backend("cpu")
     classifier = standin.trained_classifier("cpu")
@@ -143,6 +144,7 @@ def test_load_deepfloyd_says_why_it_cannot_run_here():
         deepfloyd.load_deepfloyd(["a photo of a dog"])
 
 
+@pytest.mark.slow
 def test_tiny_deepfloyd_goes_through_the_real_loading_steps_with_if_shapes():
     prompts = ["a rocket ship", "a man wearing a hat"]
     backend = deepfloyd.load_deepfloyd(prompts, "cpu", source="tiny-deepfloyd")
@@ -163,6 +165,7 @@ def test_tiny_deepfloyd_goes_through_the_real_loading_steps_with_if_shapes():
         deepfloyd.load_deepfloyd(prompts, "cpu", source="tiny")
 
 
+@pytest.mark.slow
 def test_embeddings_file_spares_the_text_encoder_in_a_later_session(tmp_path, monkeypatch):
     file = tmp_path / "embeddings.pt"
     first = deepfloyd.load_deepfloyd(["a rocket ship"], "cpu", upsample=False, source="tiny-deepfloyd",

@@ -88,6 +88,7 @@ def solution_lines():
     return lines - elsewhere
 
 
+@pytest.mark.slow
 def test_the_student_edition_holds_no_solution_line(stubs):
     lines = solution_lines()
     assert len(lines) >= 10
@@ -98,6 +99,7 @@ def test_the_student_edition_holds_no_solution_line(stubs):
             assert not leaked, f"{path.relative_to(stubs)} contains solution lines: {leaked[:2]}"
 
 
+@pytest.mark.slow
 def test_every_check_fails_on_the_stubs_with_one_sentence(stubs):
     verdicts = run_checks(stubs, ACTIVE)
     for key, verdict in verdicts.items():
@@ -106,6 +108,7 @@ def test_every_check_fails_on_the_stubs_with_one_sentence(stubs):
                             r"exercise \S+ \(.+\) first)", verdict), verdict
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ACTIVE)
 def test_each_check_alone_names_its_exercise_and_hint(tmp_path, key):
     """Everything filled in but exercise `key`: its check fails with its own hint, and names no other."""
@@ -115,6 +118,7 @@ def test_each_check_alone_names_its_exercise_and_hint(tmp_path, key):
     assert verdict.startswith(f"exercise {key} ({BY_KEY[key].where}) is not written yet; hint: "), verdict
 
 
+@pytest.mark.slow
 def test_reference_filled_back_passes_every_check_and_restores_the_sources(tmp_path):
     edition.build(tmp_path)
     assert edition.fill(tmp_path) >= len(ACTIVE)
@@ -123,6 +127,7 @@ def test_reference_filled_back_passes_every_check_and_restores_the_sources(tmp_p
     assert run_checks(tmp_path, ACTIVE) == {key: "pass" for key in ACTIVE}
 
 
+@pytest.mark.slow
 def test_student_notebooks_have_one_check_cell_per_active_exercise(stubs):
     cells = [cell.source for path in sorted((stubs / "notebooks").glob("*.ipynb"))
              for cell in nbformat.read(path, as_version=4).cells]
@@ -135,6 +140,7 @@ WAIT = re.compile(r"(✗ exercise \S+ \(.+\) is not written yet; hint: .+|✗ th
                   r"|⏸ this cell waits for (exercise \S+|an earlier notebook's model) \(.+\).*|⏸ no trained model at .+)")
 
 
+@pytest.mark.slow
 def test_stub_notebooks_run_top_to_bottom_and_say_what_they_wait_for(stubs):
     """Executed in order (smoke): every error is an exercise's hint or a line naming what the cell waits for."""
     os.environ["WORKBOOK_PROFILE"] = "smoke"
@@ -152,6 +158,7 @@ def test_stub_notebooks_run_top_to_bottom_and_say_what_they_wait_for(stubs):
         os.environ.pop("WORKBOOK_PROFILE")
 
 
+@pytest.mark.slow
 def test_filled_student_notebooks_pass_nbval_in_smoke(tmp_path):
     edition.build(tmp_path)
     edition.fill(tmp_path)
@@ -174,6 +181,7 @@ def test_every_exercise_has_a_check_and_a_notebook_cell_to_precede():
         assert exercise.before in [cell.get("id") for cell in nb.cells], exercise.key
 
 
+@pytest.mark.slow
 def test_the_build_is_deterministic(tmp_path):
     edition.build(tmp_path / "a")
     edition.build(tmp_path / "b")

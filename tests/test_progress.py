@@ -1,5 +1,6 @@
 """helpers.foundation.progress: a bar whose final state stays in an executed notebook's outputs."""
 import nbformat
+import pytest
 from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 
@@ -13,6 +14,7 @@ bar = progress_bar(range(3), desc="hidden", disable=True)
 print(total, list(bar))"""
 
 
+@pytest.mark.slow
 def test_executed_notebook_stores_the_final_state_of_the_bar():
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(LOOP)])
     NotebookClient(notebook, timeout=60, kernel_name="python3").execute()

@@ -65,6 +65,7 @@ def test_mapping_errors_are_one_sentence(tmp_path):
         report.load_mapping(bad)
 
 
+@pytest.mark.slow
 def test_report_from_stored_outputs_links_every_figure_to_its_cell(mapping, notebooks, tmp_path):
     assert report.build(notebooks, tmp_path, "test", mapping) == []
     index = (tmp_path / "index.html").read_text()
@@ -77,6 +78,7 @@ def test_report_from_stored_outputs_links_every_figure_to_its_cell(mapping, note
     assert "data:image/png" not in (tmp_path / "02_time_conditioned_flow_matching.html").read_text()
 
 
+@pytest.mark.slow
 def test_a_students_folder_with_a_missing_figure_gets_its_report_and_a_nonzero_exit(mapping, tmp_path, capsys):
     student = tmp_path / "student"
     shutil.copytree(execute.NOTEBOOKS, student, ignore=shutil.ignore_patterns("04_*", "05_*"))
@@ -101,6 +103,7 @@ def test_render_refuses_a_missing_file_or_a_non_notebook_in_one_sentence(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_inplace_never_overwrites_a_notebook_that_failed(tmp_path):
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell("print('ran')"), nbformat.v4.new_code_cell("raise ValueError('boom')")]
@@ -159,6 +162,7 @@ def _chromium():
     return webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
 
 
+@pytest.mark.slow
 def test_committed_report_opens_in_chromium_with_every_thumbnail_loaded(mapping):
     browser = _chromium()
     try:

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 pip_requirements = runpy.run_path(str(ROOT / "tools" / "env_requirements.py"))["pip_requirements"]
 
@@ -25,6 +27,7 @@ def test_ci_calls_the_readme_test_command():
     assert "make test" in readme and "make test" in ci
 
 
+@pytest.mark.slow
 def test_jupyter_lab_and_its_widget_extension_run_from_the_venv():
     requirements = pip_requirements((ROOT / "environment.yml").read_text())
     assert any(r.startswith("jupyterlab") for r in requirements) and any(r.startswith("ipywidgets") for r in requirements)

@@ -8,6 +8,8 @@ from helpers.foundation import checkpoint_files as ckpt
 from helpers.training import runs
 from helpers.training.loop import TrainConfig, _ema_decay, train
 
+pytestmark = pytest.mark.slow  # trains real (tiny) networks
+
 CONFIG = TrainConfig(epochs=3, batch_size=16, lr=1e-3, seed=7, lr_decay_over_run=0.9 ** 3)
 KEEP = (1, 3)
 
