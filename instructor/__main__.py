@@ -9,7 +9,7 @@ import importlib
 import sys
 
 VERBS = {"student": "instructor.edition", "render": "instructor.execute", "badges": "instructor.badges",
-         "sample": "instructor.sample"}
+         "sample": "instructor.sample", "release": "instructor.release"}
 
 
 def main(argv=None) -> None:

@@ -1,4 +1,4 @@
-"""The student edition: ``python -m instructor student [--out student/]`` (or ``make student``).
+"""The student edition: ``python -m instructor student [--out student/] [--repository URL]`` (or ``make student``).
 
 How a student meets an exercise. Every kernel exists once, in `helpers`; an exercise is a region of a
 helpers file between nbgrader's solution markers (see `helpers.exercises`), with a hint line
@@ -13,28 +13,46 @@ repository's notebooks and helpers in which
   function to fill in and where, and a check cell (``checks.add_noise(denoise.add_noise)``) that the
   student re-runs until it passes. The notebooks themselves are not edited: the table
   `helpers.exercises.EXERCISES` names each exercise's notebook and the id of the cell it precedes;
-- the set-up cell also turns on autoreload (an edited helpers file is picked up without a restart) and
-  `helpers.exercises.explain_missing`, which prints one line for an unfinished exercise's check cell
-  (its hint) and for every later cell that waits for it.
+- every written answer the course asks for (the ``[[answer]]`` tables of notebooks/deliverables.toml) gets,
+  in place of the markdown cell holding the reference answer (removed), the question and an nbgrader
+  manually graded answer cell (markdown, metadata ``nbgrader: {grade, solution, points, grade_id}``);
+- the set-up cell is rebuilt from `instructor.badges.setup_cell` for the edition's repository (the release's
+  URL; without one its Colab branch clones nothing), the Colab badge points at that repository (GitHub URLs
+  only; otherwise it is removed), and the set-up cell also turns on autoreload and
+  `helpers.exercises.explain_missing` (one line per unfinished exercise, a syntax error in a helpers file
+  as one sentence naming the file and line);
+- the last cell of every notebook hands in (`helpers.handin.hand_in`).
 
 An exercise is active once its file carries its markers: the others stay as reference code, without a
 check cell. `fill(student_dir)` puts the reference regions back into a built edition, by the markers
-(the round-trip test uses it). The edition also carries `data/` (MNIST linked where it is present
-here), `environment.yml`, `pyproject.toml` and a README listing the exercises.
+(the tests use it). Besides notebooks and helpers, the edition holds the data files this repository
+tracks in git (``data/x_1.pt``, ``data/drawn/``; MNIST and Fashion-MNIST are downloaded by
+`helpers.foundation.data` where they are missing), the course-provided checkpoints (`COURSE_PROVIDED`; see
+`instructor.release` for what ships pre-trained and why), ``environment.yml``, ``pyproject.toml`` without the
+instructor's package, ``LICENSE`` and a README (exercises, Colab, hand-in). Nothing in it links or points into
+this checkout.
 """
 import argparse
+import ast
 import re
 import shutil
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+import tomllib
 from nbformat import NotebookNode
 from nbgrader.preprocessors import ClearSolutions
 
 from helpers.exercises import BY_KEY, EXERCISES
+from helpers.foundation.atomic import write_bytes, write_text
+from instructor import badges
 
 ROOT = Path(__file__).resolve().parent.parent
+DELIVERABLES = ROOT / "notebooks" / "deliverables.toml"
 # nbgrader's markers, spelled in two pieces: ClearSolutions treats any line containing them as a marker.
 BEGIN, END = "### BEGIN " + "SOLUTION", "### END " + "SOLUTION"
 HINT = re.compile(r"^\s*# Exercise (\S+) hint: (.+)$")
@@ -42,10 +60,39 @@ STUB_MARK = "@@EXERCISE_STUB@@"
 STUB_IMPORT = "from helpers.exercises import ExerciseMissing"
 SETUP = ("%load_ext autoreload\n%autoreload 2\n"
          "from helpers.exercises import explain_missing\nexplain_missing()  # one line per unfinished exercise")
+LOCAL_HINT = "Locally, from this repository's notebooks/ folder: nothing to do."
+ANSWER_STUB = "YOUR ANSWER HERE"   # nbgrader's text stub of a cleared markdown answer
+HAND_IN = "from helpers.handin import hand_in\n\nhand_in()"
+# Runs the course provides trained (checkpoints/<profile>/<run>/): instruments and stand-ins, never a model an
+# exercise asks the student to train. The names are those of helpers.training.runs (CLASSIFIER, STANDIN,
+# STANDIN_CLASSIFIER); tests/test_release.py holds them to it.
+COURSE_PROVIDED = ("classifier", "flow_class_digits_fashion", "classifier_digits_fashion")
+# Third-party modules the notebooks and helpers import, and what the README's Colab section says of each.
+COLAB_PREINSTALLED = ("torch", "torchvision", "numpy", "scipy", "matplotlib", "tqdm", "ipywidgets", "IPython", "PIL",
+                      "filelock")
+COLAB_OPTIONAL = {
+    "diffusers": "notebook 04: the checks of exercises 4.1-4.8 compare with its DDPMScheduler, and DeepFloyd IF "
+                 "runs through it",
+    "transformers": "notebook 04 on DeepFloyd IF only (its T5 text encoder)",
+    "skimage": "notebook 04 on DeepFloyd IF only (its test image); the package is scikit-image",
+    "google": "provided by Colab itself (`google.colab`: Drive and file downloads)",
+}
 
 
 class CourseError(ValueError):
-    """A marked region the builder cannot turn into a stub (no hint line, unknown exercise, unclosed)."""
+    """A marked region the builder cannot turn into a stub (no hint line, unknown exercise, unclosed), or a
+    written-answer table that does not match the notebooks."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One written answer the course asks for (a ``[[answer]]`` table of notebooks/deliverables.toml)."""
+    row: str        # the deliverable row it belongs to
+    notebook: str   # the notebook's two-digit key
+    reference: str  # id of the instructor notebook's markdown cell holding the reference answer
+    cell: str       # id of the answer cell the edition puts in its place
+    points: int
+    prompt: str     # the course's question, one sentence
 
 
 def hints(text: str, where: str) -> list[tuple[str, str]]:
@@ -105,6 +152,38 @@ def active_exercises(root: Path = ROOT) -> list[str]:
     return [exercise.key for exercise in EXERCISES if exercise.key in keys]
 
 
+def answers(path: Path = DELIVERABLES) -> list[Answer]:
+    """The ``[[answer]]`` tables of notebooks/deliverables.toml, checked against its rows and notebooks."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise CourseError(f"{path} cannot be read ({error}): fix it before building the edition") from None
+    rows = {row.get("id") for row in raw.get("deliverable", ())}
+    found, cells = [], {}
+    for number, table in enumerate(raw.get("answer", ()), 1):
+        where = f"{Path(path).name}, [[answer]] number {number}"
+        try:
+            answer = Answer(**{name: table[name] for name in Answer.__dataclass_fields__})
+        except KeyError as missing:
+            raise CourseError(f"{where} has no {missing.args[0]!r}: give row, notebook, reference, cell, points "
+                              "and prompt") from None
+        if answer.row not in rows:
+            raise CourseError(f"{where}: row {answer.row!r} is not a deliverable id of that file")
+        if answer.notebook not in raw.get("notebooks", {}):
+            raise CourseError(f"{where}: notebook {answer.notebook!r} is not a key of its [notebooks] table")
+        if not re.fullmatch(r"answer-[0-9]{2}-[0-9]+", answer.cell):
+            raise CourseError(f"{where}: cell {answer.cell!r} must be an id of the form answer-NN-K")
+        if not isinstance(answer.points, int) or answer.points < 1 or not str(answer.prompt).strip():
+            raise CourseError(f"{where}: points must be a positive whole number and prompt a sentence")
+        first = cells.setdefault(answer.cell, answer)
+        if (first.notebook, first.reference, first.points, first.prompt) != \
+                (answer.notebook, answer.reference, answer.points, answer.prompt):
+            raise CourseError(f"{where}: cell {answer.cell!r} is already another answer's; rows that share an answer "
+                              "cell give it the same notebook, reference, points and prompt")
+        found.append(answer)
+    return found
+
+
 def exercise_cells(key: str) -> list[NotebookNode]:
     exercise = BY_KEY[key]
     text = (f"**Exercise {key}: {exercise.title}.** Fill in {exercise.where} (the `# Exercise {key} hint` line "
@@ -114,11 +193,45 @@ def exercise_cells(key: str) -> list[NotebookNode]:
             nbformat.v4.new_code_cell(f"{exercise.imports}\n{exercise.check}", id=f"{name}-check")]
 
 
-def student_notebook(nb: NotebookNode, name: str, active: list[str]) -> NotebookNode:
-    """The student copy of a notebook: nbgrader's ClearSolutions over its cells, the set-up cell
-    extended, an exercise and check cell before the first cell needing each active exercise; no outputs."""
+def answer_cells(answer: Answer, rows: list[str]) -> list[NotebookNode]:
+    """The question, then nbgrader's manually graded answer cell (markdown, its stub text to replace)."""
+    question = nbformat.v4.new_markdown_cell(
+        f"**Written answer ({', '.join(rows)}; {answer.points} point{'s' * (answer.points != 1)}).** {answer.prompt} "
+        "Write your answer in the cell below, in place of its text.", id=f"{answer.cell}-question")
+    cell = nbformat.v4.new_markdown_cell(ANSWER_STUB, id=answer.cell)
+    cell.metadata["nbgrader"] = {"grade": True, "solution": True, "locked": False, "points": answer.points,
+                                 "grade_id": answer.cell, "schema_version": 3}
+    return [question, cell]
+
+
+def hand_in_cells() -> list[NotebookNode]:
+    text = ("## Hand in\nSave this notebook, then run the cell below. It packs your work into `handin.handin.zip` at "
+            "the repository's root: every notebook with its outputs, your exercise files in `helpers/` and a "
+            "manifest. It says which notebooks have no outputs yet and which exercises are still stubs, then packs "
+            "anyway; on Colab it also downloads the file. Hand in that file (from a terminal: "
+            "`python -m helpers.handin --name YOUR_ID`).")
+    return [nbformat.v4.new_markdown_cell(text, id="hand-in-text"), nbformat.v4.new_code_cell(HAND_IN, id="hand-in")]
+
+
+def student_notebook(nb: NotebookNode, name: str, active: list[str], repository: str | None = None,
+                     written: list[Answer] = (), branch: str = badges.BRANCH) -> NotebookNode:
+    """The student copy of a notebook: nbgrader's ClearSolutions over its cells; the set-up cell and badge for
+    `repository`; an exercise and check cell before the first cell needing each active exercise; each written
+    answer's question and answer cell in place of its reference; the hand-in cell last; no outputs."""
     found = [h for index, cell in enumerate(nb.cells) if cell.cell_type == "code"
              for h in hints(cell.source, f"{name}, cell {index}")]
+    ids = [cell.get("id") for cell in nb.cells]
+    missing = [key for key in active if BY_KEY[key].notebook == name and BY_KEY[key].before not in ids]
+    if missing:
+        raise CourseError(f"{name} has no cell with the id named for exercise(s) {missing} in helpers.exercises")
+    by_reference: dict[str, dict[str, list[Answer]]] = {}   # reference cell -> answer cell -> its answers (rows)
+    for answer in written:
+        by_reference.setdefault(answer.reference, {}).setdefault(answer.cell, []).append(answer)
+    for answer in written:
+        at = ids.index(answer.reference) if answer.reference in ids else None
+        if at is None or nb.cells[at].cell_type != "markdown":
+            raise CourseError(f"{name} has no markdown cell {answer.reference!r}, the reference answer that "
+                              f"notebooks/deliverables.toml names for {answer.cell}")
     nb, _ = _clear_solutions().preprocess(nb, {})
     cells = []
     for cell in nb.cells:
@@ -130,59 +243,165 @@ def student_notebook(nb: NotebookNode, name: str, active: list[str]) -> Notebook
         for key in active:
             if BY_KEY[key].notebook == name and BY_KEY[key].before == cell.get("id"):
                 cells += exercise_cells(key)
+        if cell.get("id") in by_reference:
+            for shared in by_reference[cell.get("id")].values():
+                cells += answer_cells(shared[0], [answer.row for answer in shared])
+            continue
         cells.append(cell)
     setup = next(c for c in cells if c.cell_type == "code")
-    setup.source = setup.source + "\n" + SETUP
-    missing = [key for key in active if BY_KEY[key].notebook == name
-               and not any(c.get("id") == BY_KEY[key].before for c in nb.cells)]
-    if missing:
-        raise CourseError(f"{name} has no cell with the id named for exercise(s) {missing} in helpers.exercises")
-    nb.cells = cells
+    setup.source = badges.setup_cell(repository, local_hint=LOCAL_HINT) + "\n" + SETUP
+    title = next(c for c in cells if c.cell_type == "markdown")
+    if repository is not None and badges.github_parts(repository):
+        title.source = badges.with_badge(title.source, name, repository, branch)
+    else:
+        title.source = badges.without_badge(title.source)
+    nb.cells = cells + hand_in_cells()
     nb.metadata.pop("widgets", None)
     nbformat.validate(nb)
     return nb
 
 
-def readme(active: list[str]) -> str:
+def imported_modules(root: Path = ROOT) -> dict[str, list[str]]:
+    """Third-party top-level modules imported by `root`'s helpers and notebooks -> the files importing them."""
+    from IPython.core.inputtransformer2 import TransformerManager
+    texts = [(path, path.read_text()) for path in sources(root)]
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        texts += [(path, TransformerManager().transform_cell(cell.source))
+                  for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"]
+    found: dict[str, set] = {}
+    for path, text in texts:
+        for node in ast.walk(ast.parse(text)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+            for top in {name.split(".")[0] for name in names} - set(sys.stdlib_module_names) - {"helpers"}:
+                found.setdefault(top, set()).add(path.relative_to(root).as_posix())
+    return {name: sorted(files) for name, files in sorted(found.items())}
+
+
+def colab_section(root: Path = ROOT) -> str:
+    """The README's Colab paragraph: every third-party module the notebooks and helpers import, classified."""
+    modules = imported_modules(root)
+    unknown = sorted(set(modules) - set(COLAB_PREINSTALLED) - set(COLAB_OPTIONAL))
+    if unknown:
+        raise CourseError(f"{', '.join(unknown)} (imported by {modules[unknown[0]][0]}) is neither in "
+                          "COLAB_PREINSTALLED nor in COLAB_OPTIONAL of instructor/edition.py: say there how Colab "
+                          "gets it, so that the README lists every package the notebooks import")
+    preinstalled = ", ".join(f"`{name}`" for name in modules if name in COLAB_PREINSTALLED)
+    optional = "".join(f"\n- `{name}`: {COLAB_OPTIONAL[name]}" for name in modules if name in COLAB_OPTIONAL)
+    return (f"The notebooks and `helpers` import {preinstalled}, which Colab preinstalls (so does a local "
+            f"environment made from `environment.yml`), and{optional}\n\nOn Colab, before notebook 04: "
+            "`%pip install diffusers` (and, for DeepFloyd IF on a GPU, `transformers sentencepiece accelerate`, "
+            "a Hugging Face token and the model's licence accepted). Without them notebook 04 says so in one "
+            "sentence and continues on the course's stand-in model.")
+
+
+def readme(active: list[str], root: Path = ROOT, repository: str | None = None, branch: str = badges.BRANCH) -> str:
     rows = "\n".join(f"| {k} | {BY_KEY[k].title} | `{BY_KEY[k].file}`: {BY_KEY[k].names} | `{BY_KEY[k].check}` | "
                      f"`notebooks/{BY_KEY[k].notebook}` |" for k in active)
-    return ("# Diffusion and flow matching: student edition\n\nOpen the notebooks in order. Each exercise is a stub "
-            "in a `helpers` file that raises `ExerciseMissing` with a hint; fill it in and run the check cell the "
-            "notebook puts after it. Cells that need an unfinished exercise say which one they wait for.\n\n"
-            "| exercise | what | where | check | notebook |\n|---|---|---|---|---|\n" + rows + "\n")
+    notebooks = sorted(path.name for path in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if repository and badges.github_parts(repository):
+        opening = "Open each notebook on Colab from its badge:\n\n" + "\n".join(
+            f"- [{name}]({badges.colab_url(name, repository, branch)})" for name in notebooks)
+    else:
+        opening = "Open the notebooks in `notebooks/`, in order: " + ", ".join(notebooks) + "."
+    return f"""# Diffusion and flow matching: student edition
+
+Each exercise is a stub in a `helpers` file that raises `ExerciseMissing` with a hint; fill it in and run the
+check cell the notebook puts after it. Cells that need an unfinished exercise say which one they wait for.
+Written answers go in the answer cells the notebooks mark ("YOUR ANSWER HERE").
+
+| exercise | what | where | check | notebook |
+|---|---|---|---|---|
+{rows}
+
+## Where to work
+
+{opening}
+
+**On Colab**, the first cell of every notebook clones this repository into `/content` (once per Colab VM) and works
+there. Colab discards a VM when it is idle, and `/content` with it: set `KEEP_CHECKPOINTS_ON_DRIVE = True` in that
+cell to keep your trained models on Google Drive, so that training resumes on the next VM. Your edits to the
+`helpers` files live in `/content` too: download them (or hand in) before you leave.
+
+{colab_section(root)}
+
+**Locally**: `conda env create -f environment.yml`, or a virtual environment with the packages it lists
+(`pip install -e .` installs `helpers`); then `jupyter lab` and open the notebooks in `notebooks/`.
+
+`WORKBOOK_PROFILE` picks the budget: `smoke` (seconds, figures meaningless), `cpu` (a laptop, minutes) or `full`
+(the assignment's settings, for a GPU; the default where CUDA is available).
+
+## What is trained for you
+
+The course provides trained the models that are instruments or stand-ins, not exercises: the digit classifier that
+measures samples, and notebook 04's stand-in for DeepFloyd IF (a class-conditioned flow model of MNIST digits and
+Fashion-MNIST items) with its classifier, in `checkpoints/cpu/` (other profiles train them on first use). Every
+model an exercise asks for (notebook 01's denoisers, the flow-matching UNets of notebooks 02 and 03, notebook 05's
+locality calibration) you train yourself. The stand-in is built from your `ConditionalCourseUNet`: it loads once
+exercises 1.2, 1.3, 2.1 and 3.1 are done as the course figure draws them.
+
+## Handing in
+
+Run the last cell of any notebook (`hand_in()`), or from a terminal in this repository
+`python -m helpers.handin --name YOUR_ID`. Save your notebooks first: the archive takes them from disk. It writes
+`YOUR_ID.handin.zip` (default `handin.handin.zip`) at the repository's root with every notebook and its outputs,
+your exercise files in `helpers/` and a manifest (this release's version, the profile and device you ran in, a
+hash of every file). It says which notebooks have no outputs and which exercises are still stubs, then packs
+anyway; on Colab it also downloads the archive. Hand in that one file.
+"""
 
 
-def build(out: Path, root: Path = ROOT) -> list[str]:
-    """Write the student edition to `out` (replacing a previous build there); returns the active exercises."""
+def _tracked(root: Path, folder: str) -> list[Path]:
+    """The files of `folder` that `root`'s git repository tracks (a checkout without git: every file there)."""
+    done = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--", folder], capture_output=True)
+    if done.returncode != 0:
+        return sorted(p.relative_to(root) for p in (root / folder).rglob("*") if p.is_file())
+    return sorted(Path(name) for name in done.stdout.decode().split("\0") if name and (root / name).is_file())
+
+
+def shipped_files(root: Path = ROOT) -> list[Path]:
+    """The data and checkpoint files the edition copies: tracked in git, no link, checkpoints of COURSE_PROVIDED
+    runs only (relative paths)."""
+    files = [path for path in _tracked(root, "data")] + [
+        path for path in _tracked(root, "checkpoints") if len(path.parts) == 4 and path.parts[2] in COURSE_PROVIDED]
+    return [path for path in files if not (root / path).is_symlink()]
+
+
+def _pyproject(text: str) -> str:
+    """The instructor's pyproject.toml without its `instructor` package (the edition has none)."""
+    return re.sub(r',\s*"instructor\*?"', "", text)
+
+
+def build(out: Path, root: Path = ROOT, repository: str | None = None, branch: str = badges.BRANCH) -> list[str]:
+    """Write the student edition to `out` (its helpers/ and notebooks/ replaced; other files written over, none
+    deleted); returns the active exercises. `repository` is the URL the set-up cells clone and the badges open."""
     out = Path(out)
     if out.resolve() == root.resolve():
         raise CourseError(f"--out {out} would overwrite the reference sources: choose a separate folder")
     active = active_exercises(root)
+    written = answers(root / "notebooks" / "deliverables.toml")
+    notebook_keys = tomllib.loads((root / "notebooks" / "deliverables.toml").read_text()).get("notebooks", {})
+    notebooks = {}
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        mine = [answer for answer in written if notebook_keys.get(answer.notebook) == path.name]
+        notebooks[path.name] = student_notebook(nbformat.read(path, as_version=4), path.name, active, repository,
+                                                mine, branch)
     for sub in ("helpers", "notebooks"):
         shutil.rmtree(out / sub, ignore_errors=True)
-    (out / "helpers").mkdir(parents=True)
-    (out / "notebooks").mkdir()
     for path in sources(root):
         text, _ = strip_source(path.read_text(), str(path.relative_to(root)))
-        target = out / path.relative_to(root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-    for path in sorted((root / "notebooks").glob("*.ipynb")):
-        nb = student_notebook(nbformat.read(path, as_version=4), path.name, active)
-        nbformat.write(nb, out / "notebooks" / path.name)
-    _copy_data(root / "data", out / "data")
-    for name in ("environment.yml", "pyproject.toml"):
-        shutil.copy2(root / name, out / name)
-    (out / "README.md").write_text(readme(active))
+        write_text(out / path.relative_to(root), text)
+    for name, nb in notebooks.items():
+        text = nbformat.writes(nb)
+        write_text(out / "notebooks" / name, text if text.endswith("\n") else text + "\n")
+    for relative in shipped_files(root):
+        write_bytes(out / relative, (root / relative).read_bytes())
+    write_text(out / "pyproject.toml", _pyproject((root / "pyproject.toml").read_text()))
+    for name in ("environment.yml", "LICENSE"):
+        if (root / name).is_file():
+            write_bytes(out / name, (root / name).read_bytes())
+    write_text(out / "README.md", readme(active, root, repository, branch))
     return active
-
-
-def _copy_data(source: Path, target: Path) -> None:
-    """data/ without MNIST and downloads; MNIST is linked where this checkout has it (it downloads otherwise)."""
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("MNIST", "downloads"))
-    if (source / "MNIST").exists():
-        (target / "MNIST").symlink_to((source / "MNIST").resolve(), target_is_directory=True)
 
 
 def fill(student: Path, root: Path = ROOT, keep: tuple[str, ...] = ()) -> int:
@@ -215,9 +434,13 @@ def fill(student: Path, root: Path = ROOT, keep: tuple[str, ...] = ()) -> int:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m instructor student", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "student", help="output folder (default: student/)")
+    parser.add_argument("--repository", help="the URL the set-up cells clone and the badges open (default: none; "
+                                             "`python -m instructor release` sets it)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    active = build(args.out)
+    try:
+        active = build(args.out, repository=args.repository)
+    except (CourseError, ValueError, OSError) as error:
+        sys.exit(f"error: {error}")
     print(f"student edition in {args.out}: {len(active)} exercises ({', '.join(active)}), "
           f"{time.perf_counter() - start:.1f} s")
-
