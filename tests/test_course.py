@@ -188,3 +188,15 @@ def test_the_build_is_deterministic(tmp_path):
     for path in (tmp_path / "a").rglob("*"):
         if path.is_file():
             assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes(), path
+
+
+def test_the_package_docstring_maps_every_exercise_to_its_file():
+    """helpers/__init__.py's table names each exercise (alone or in a pair) on the row of its file."""
+    import helpers
+    from helpers.exercises import EXERCISES
+    rows = [line for line in helpers.__doc__.splitlines() if line.startswith("| ")]
+    for exercise in EXERCISES:
+        row = next((r for r in rows if re.search(rf"\| {re.escape(exercise.key)}\b", r)
+                    or re.search(rf"\b{re.escape(exercise.key)},", r.split("|")[1])), None)
+        assert row is not None, f"exercise {exercise.key} is not in helpers/__init__.py's table"
+        assert exercise.file.removeprefix("helpers/") in row, (exercise.key, row)

@@ -141,11 +141,13 @@ def pack(root: Path, out: Path, release: str, profile: str, device: str) -> Mani
 
 def _kind(info: zipfile.ZipInfo) -> str | None:
     """What a member is, when it is not a plain file (from the Unix mode a zip may carry)."""
-    mode = info.external_attr >> 16
-    if info.is_dir():
+    kind = stat.S_IFMT(info.external_attr >> 16)     # 0 when the zip carries no Unix file type
+    if info.is_dir() or kind == stat.S_IFDIR:
         return "a folder"
-    if mode and not stat.S_ISREG(mode):
-        return "a link" if stat.S_ISLNK(mode) else "a device or special file"
+    if kind == stat.S_IFLNK:
+        return "a link"
+    if kind not in (0, stat.S_IFREG):
+        return "a device or special file"
     return None
 
 
