@@ -10,6 +10,7 @@ import sys
 
 VERBS = {"student": "instructor.edition", "render": "instructor.execute", "badges": "instructor.badges",
          "sample": "instructor.sample", "release": "instructor.release"}
+VERBS |= {"grade": "instructor.grade.cli", "grade-one": "instructor.grade.one"}   # grade a class / one hand-in
 
 
 def main(argv=None) -> None:
