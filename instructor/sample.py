@@ -9,8 +9,10 @@ time-only model; labels are 0..9, N of each, in order). The starting noise comes
 with S, so the same seed on the same machine gives the same file. Without ``--guide-epoch``, ``--guidance``
 is the classifier-free guidance scale gamma of a class-conditioned model (default 5); with it, the run's own
 snapshot after epoch E is the weak guide of autoguidance and ``--guidance`` its weight w (`helpers.guidance`).
-Every argument is checked, and ``--out`` is checked writable, before sampling starts; the images are checked
-finite before they are written.
+Every argument is checked, and ``--out`` is checked writable with room for the file, before sampling starts;
+the images are checked finite before they are written. The file is written atomically (a temporary beside it,
+then one rename, with the user's normal file mode), so a full disk or an interruption leaves the previous file
+whole, and any failure to write is one sentence.
 """
 import argparse
 import os
@@ -19,13 +21,14 @@ from pathlib import Path
 import torch
 
 from helpers import guidance, samplers
+from helpers.foundation import atomic, validate
 from helpers.foundation import checkpoint_files as ckpt
-from helpers.foundation import validate
 from helpers.training import runs
 
 
-def check_output(path: Path) -> None:
-    """Fail now, not after sampling, when `path` cannot be written (a folder, a parent that is a file, no rights)."""
+def check_output(path: Path, size: int = 0) -> None:
+    """Fail now, not after sampling, when `path` cannot be written: a folder, a parent that is a file, a read-only
+    file system, no rights, or less free space than the file's `size` in bytes."""
     if path.is_dir():
         raise ValueError(f"--out {path} is a folder: give a file name such as {path / 'samples.pt'}.")
     parent = path.parent
@@ -34,8 +37,10 @@ def check_output(path: Path) -> None:
             raise ValueError(f"--out {path}: {folder} is a file, not a folder.")
         if folder.exists():
             break
-    if parent.is_dir() and not os.access(parent, os.W_OK):
-        raise ValueError(f"--out {path}: the folder {parent} is not writable.")
+    try:
+        atomic.check_folder(parent, need_bytes=size)
+    except atomic.WriteError as error:
+        raise ValueError(f"--out {path}: {error}") from None
 
 
 def memory_needed(count: int, config: dict) -> int:
@@ -88,6 +93,7 @@ def main(argv=None) -> None:
             raise ValueError(f"{count:,} samples would need {memory_needed(count, config) / 2**30:,.1f} GiB for the "
                              f"images, over half of this machine's {available / 2**30:.0f} GiB: sample fewer, into "
                              "several files with different --seed")
+        check_output(args.out, memory_needed(count, config) + 8 * count + 2**16)   # images, labels, the archive
         if args.guide_epoch is not None:
             velocity = guidance.autoguided(model, runs.load(args.checkpoint, epoch=args.guide_epoch), args.guidance)
         elif num_classes:
@@ -106,6 +112,9 @@ def main(argv=None) -> None:
     result = {"images": images}
     if labels is not None:
         result["labels"] = labels
-    ckpt.save_atomic(result, args.out)
+    try:
+        ckpt.save_atomic(result, args.out)
+    except atomic.WriteError as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
     print(f"wrote {len(images)} samples to {args.out}")
 

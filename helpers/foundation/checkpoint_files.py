@@ -1,15 +1,19 @@
 """Checkpoints: written atomically, loaded with ``weights_only=True``, checked against the run's config.
 
 A checkpoint is a plain dict of tensors and JSON-like values, so ``torch.load(weights_only=True)``
-can read it without unpickling arbitrary code. Writing goes to a temporary file in the same folder
-followed by ``os.replace``, so an interrupted save never leaves a half-written checkpoint behind.
+can read it without unpickling arbitrary code. `save_atomic` writes through `helpers.foundation.atomic.write_atomic`
+(a temporary with a unique name beside the file, unnamed where the file system allows, then one rename), so an
+interrupted save never leaves a half-written checkpoint, two processes saving the same file never collide, and
+a full disk, a read-only file system or a refused permission is one sentence (`atomic.WriteError`): "no space
+left on device while writing checkpoints/cpu/x/last.pt; the previous last.pt is intact."
 """
 import json
-import os
 import pickle
 from pathlib import Path
 
 import torch
+
+from helpers.foundation import atomic
 
 
 class CheckpointError(RuntimeError):
@@ -22,16 +26,20 @@ def normalise(config: dict) -> dict:
 
 
 def save_atomic(obj: dict, path: Path) -> None:
-    """``torch.save`` to a temporary file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # never leave a half-written temporary file behind
-        raise
+    """``torch.save`` into a temporary file beside `path`, then rename it over `path`; `atomic.WriteError` (one
+    sentence naming the file) when it cannot be written. torch writes into the file object, not a file name, so
+    that a full disk reaches here as the system's error (torch's own "unexpected pos" RuntimeError, raised while
+    it closes the archive after the failed write, is dropped for the OSError it followed)."""
+    with atomic.write_atomic(path, "wb") as file:
+        try:
+            torch.save(obj, file)
+        except RuntimeError as error:
+            cause = error.__context__
+            while cause is not None and not isinstance(cause, OSError):
+                cause = cause.__context__
+            if cause is None:
+                raise
+            raise cause from None
 
 
 def load(path: Path, device="cpu") -> dict:

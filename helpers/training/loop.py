@@ -18,17 +18,35 @@ Every run also keeps an exponential moving average of the weights, stored as ``e
 (n = optimizer steps so far; the warm-up keeps early steps from being dominated by the random initial
 weights). `helpers.training.runs.load(..., weights="ema")` samples with it.
 
+One writer per run: while `train` runs, it holds the run folder's lock (``.training.lock``, `filelock`, which
+the kernel releases when the process ends, even by a kill; the file is removed when training ends, and left only
+by a kill). A second process (or thread) that trains the same
+folder meanwhile is refused with `RunBusy`, one sentence naming the holder's pid, host and command, unless it
+passes ``wait=True``: then it says whom it waits for and waits, and afterwards loads (or resumes) what the first
+one saved. Under the lock, temporaries of this run's checkpoints that a killed process left behind are removed.
+A run folder that cannot be written (a read-only copy of a finished run) is still loaded, without the lock; it
+cannot be trained, and says so before any training starts.
+
 Speed: the loss is read back to the host only every 10 steps (for the progress bar) and once per epoch,
 so the GPU is never stalled waiting for Python; Adam is fused on CUDA.
 """
+import contextlib
+import datetime
+import errno
+import json
+import os
+import re
+import socket
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import filelock
 import torch
 
+from helpers.foundation import atomic, validate
 from helpers.foundation import checkpoint_files as ckpt
-from helpers.foundation import validate
 from helpers.foundation.progress import progress_bar
 from helpers.training import runs
 from helpers.training.profile import retrain_requested
@@ -63,6 +81,76 @@ class TrainResult:
     run_dir: Path | None = None
 
 
+LOCK_NAME = ".training.lock"
+# what write_atomic leaves only when killed between naming a temporary and renaming it (and the fixed name that
+# earlier versions used): removed under the run's lock, where no other process can be writing them
+_LEFT_BY_A_KILL = re.compile(r"\.(last|epoch_\d{3})\.pt(\.[0-9a-f]{8})?\.tmp")
+
+
+class RunBusy(RuntimeError):
+    """Another process (or thread) is training the same run folder."""
+
+
+def _record_holder(descriptor: int) -> None:
+    """filelock's on_acquired hook: write who holds the lock into the lock file, for a refused trainer to name."""
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join([Path(sys.executable).name, *sys.argv])[:200],
+              "since": datetime.datetime.now().isoformat(timespec="seconds")}
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, json.dumps(holder).encode(), 0)
+
+
+def holder(lock_file: Path) -> str:
+    """Who holds a run's lock, as its hook recorded it: 'process 123 on host h (`python ...`, since ...)'."""
+    try:
+        found = json.loads(Path(lock_file).read_text())
+        return (f"process {found['pid']} on {found['host']} (`{found['command']}`, since "
+                f"{found['since'].replace('T', ' ')})")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "another process (which has not yet written its name into the lock)"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, wait: bool = False):
+    """Hold `run_dir`'s training lock for the block; yields False (no lock) when the folder cannot be written.
+
+    Held by another process: `RunBusy` naming it, or with `wait` a line on stderr saying whom it waits for,
+    then the wait."""
+    run_dir = Path(run_dir)
+    lock = filelock.FileLock(run_dir / LOCK_NAME, on_acquired=_record_holder)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire(timeout=0)
+        locked = True
+    except filelock.Timeout:
+        who = holder(run_dir / LOCK_NAME)
+        if not wait:
+            raise RunBusy(f"{run_dir} is being trained by {who}: let it finish (or stop it), pass train(..., "
+                          "wait=True) to wait for it here, or train into another run folder.") from None
+        print(f"waiting for {who}, which is training {run_dir} ...", file=sys.stderr, flush=True)
+        lock.acquire()
+        locked = True
+    except OSError as error:
+        if error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not (run_dir / "last.pt").is_file():
+            raise atomic.WriteError(error.errno, f"cannot train into {run_dir}: {atomic.reason(error)}.") from None
+        locked = False
+    try:
+        yield locked
+    finally:
+        if locked:
+            # unlinked while still held, so no file is left in the run folder; filelock's acquire checks that the
+            # file it locked still has a name, so a waiter that opened this one opens the path again
+            with contextlib.suppress(OSError):
+                (run_dir / LOCK_NAME).unlink()
+            lock.release()
+
+
+def _remove_leftovers(run_dir: Path) -> None:
+    for path in run_dir.iterdir():
+        if _LEFT_BY_A_KILL.fullmatch(path.name) and path.is_file():
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
@@ -80,7 +168,8 @@ def _half(state_dict: dict) -> dict:
 
 
 def train(model: torch.nn.Module, loss_fn: Callable, data: tuple, config: TrainConfig, run_dir,
-          device=None, retrain: bool | None = None, progress: bool = True, keep_epochs=()) -> TrainResult:
+          device=None, retrain: bool | None = None, progress: bool = True, keep_epochs=(),
+          wait: bool = False) -> TrainResult:
     """Train `model` on the tensors in `data` (split into minibatches along dim 0) and checkpoint each epoch.
 
     `loss_fn(model, batch)` returns a scalar loss, where `batch` is the tuple of minibatch tensors.
@@ -88,7 +177,8 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: tuple, config: TrainC
     a figure needs is not part of the run's config: keeping others never invalidates a finished run). With
     ``retrain=True`` (default: the `WORKBOOK_RETRAIN` switch) an existing checkpoint is ignored and overwritten
     as training proceeds. A non-finite loss stops training with an error before anything is saved, so
-    ``last.pt`` keeps the last good epoch.
+    ``last.pt`` keeps the last good epoch. The run folder is locked meanwhile: another trainer of it makes this
+    one raise `RunBusy`, or wait with ``wait=True``.
     """
     run_dir = Path(run_dir)
     if not data or len(data[0]) == 0:
@@ -97,6 +187,14 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: tuple, config: TrainC
         raise ValueError(f"the tensors in data have different lengths {[len(t) for t in data]}: one row per example.")
     for t in data:
         validate.all_finite(t, "the training data")
+    with run_lock(run_dir, wait) as locked:
+        return _train(model, loss_fn, data, config, run_dir, device, retrain, progress, keep_epochs, locked)
+
+
+def _train(model, loss_fn, data, config, run_dir, device, retrain, progress, keep_epochs, locked) -> TrainResult:
+    """`train`'s work, under the run's lock (`locked`) or, when the folder cannot be written, without it."""
+    if locked:
+        _remove_leftovers(run_dir)
     device = torch.device(device or next(model.parameters()).device)
     model.to(device, memory_format=torch.channels_last)  # faster convolutions (benchmarks/train_throughput.py)
     # the number of training examples is part of the config: a profile that changes it must not reuse a run
@@ -121,6 +219,10 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: tuple, config: TrainC
         result.history = list(state["history"])
         ema = {k: v.clone() for k, v in state.get("ema", state["model"]).items()}
         result.epochs_done = result.resumed_from = state["epoch"]
+    if not locked and (retrain or result.epochs_done < config.epochs):
+        raise atomic.WriteError(errno.EROFS, f"{run_dir} cannot be written (read-only, or not yours), so this run "
+                                "cannot be trained there: train into a writable folder (copy the run there to resume "
+                                "it).")
 
     n = data[0].shape[0]
     data = tuple(t.to(device) for t in data)
