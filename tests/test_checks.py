@@ -1,265 +1,357 @@
-"""Each exercise's check, tested both ways: the reference passes, and the usual wrong answers fail with a
-sentence that names the mistake (and never contains the solution)."""
+"""The exercises' checks as a mutation suite: for every exercise of `helpers.exercises.EXERCISES`, the reference
+and differently written correct versions pass, and plausible wrong answers (each the reference with one mistake)
+fail with one sentence that names the mistake and prints no line of the solution.
+
+`CORRECT[key]` and `MUTANTS[key]` hold them; `test_every_exercise_has_its_mutants` keeps the table complete, and
+`test_replay_gives_the_same_verdict` runs the reference and a mutant of every exercise through the class grader's
+record-and-replay (instructor.grade), which must reach the verdict the check reached on the code itself.
+"""
+import json
+import re
 import types
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import checks, course_unet, denoise, diffusion, ideal
+from helpers import checks, course_unet, denoise, diffusion, flow_matching, guidance, ideal, samplers
 from helpers.course_unet import ConditionalCourseUNet, CourseUNet
-from helpers.exercises import CheckFailed
+from helpers.exercises import EXERCISES, CheckFailed
+from helpers.foundation import validate
+
+ROOT = Path(__file__).resolve().parent.parent
+CORRECT: dict[str, list] = {}   # key -> [(name, candidate)], the reference first
+MUTANTS: dict[str, list] = {}   # key -> [(name, candidate, phrase its failure must contain)]
 
 
-def fails(check_fn, candidate, match):
-    with pytest.raises(CheckFailed, match=match) as failure:
-        check_fn(candidate)
-    message = str(failure.value)
-    assert message.count(". ") == 0 and "\n" not in message, f"not one sentence: {message}"
+def correct(key: str, name: str, candidate) -> None:
+    CORRECT.setdefault(key, []).append((name, candidate))
+
+
+def mutant(key: str, name: str, candidate, match: str) -> None:
+    MUTANTS.setdefault(key, []).append((name, candidate, match))
+
+
+def check_of(key: str):
+    exercise = next(e for e in EXERCISES if e.key == key)
+    return getattr(checks, re.match(r"checks\.(\w+)\(", exercise.check).group(1))
+
+
+def solution_lines(key: str) -> list[str]:
+    """The lines inside the solution markers of the exercise's file (long enough to be code, not a word)."""
+    exercise = next(e for e in EXERCISES if e.key == key)
+    lines, inside = [], False
+    for line in (ROOT / exercise.file).read_text().splitlines():
+        if line.strip() == "### BEGIN " + "SOLUTION":
+            inside = True
+        elif line.strip() == "### END " + "SOLUTION":
+            inside = False
+        elif inside and len(line.strip()) >= 12:
+            lines.append(line.strip())
+    return lines
+
+
+def verdict(key: str, candidate) -> str | None:
+    """None when the check passes, else its sentence."""
+    try:
+        check_of(key)(candidate)
+    except CheckFailed as failed:
+        return str(failed)
+    return None
 
 
 # ---- 1.1 noising --------------------------------------------------------------------------------------------
-def test_add_noise():
-    checks.add_noise(denoise.add_noise)
-    fails(checks.add_noise, lambda x, s, g=None: x + s * torch.rand(x.shape, generator=g), "not uniform")
-    fails(checks.add_noise, lambda x, s, g=None: x + s ** 2 * torch.randn(x.shape, generator=g), "square")
-    fails(checks.add_noise, lambda x, s, g=None: x + s * torch.randn(x.shape), "generator")
+def randn(x, generator):
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype)
 
 
-# ---- 1.2, 1.3 the course UNet's operations -----------------------------------------------------------------
-def _ops(**changes):
+correct("1.1", "reference", denoise.add_noise)
+correct("1.1", "torch.normal around x", lambda x, sigma, generator=None: torch.normal(x, float(sigma) + 0 * x,
+                                                                                    generator=generator))
+correct("1.1", "normal_ on an empty tensor",
+        lambda x, sigma, generator=None: x + sigma * torch.empty_like(x).normal_(generator=generator))
+mutant("1.1", "uniform on [0, 1]", lambda x, s, generator=None: x + s * torch.rand(x.shape, generator=generator),
+       "uniform on \\[0, 1\\]")
+mutant("1.1", "uniform on [-1, 1]",
+       lambda x, s, generator=None: x + s * (2 * torch.rand(x.shape, generator=generator) - 1), "uniform eps")
+mutant("1.1", "sigma squared", lambda x, s, generator=None: x + s ** 2 * randn(x, generator), "sigma squared")
+mutant("1.1", "square root of sigma", lambda x, s, generator=None: x + s ** 0.5 * randn(x, generator),
+       "square root of sigma")
+mutant("1.1", "unscaled noise", lambda x, s, generator=None: x + randn(x, generator), "without being multiplied")
+mutant("1.1", "sigma added", lambda x, s, generator=None: x + s + randn(x, generator),
+       "adds sigma to the noise instead of multiplying")
+mutant("1.1", "x scaled by 1 - sigma", lambda x, s, generator=None: (1 - s) * x + s * randn(x, generator),
+       "scaled by 1 - sigma")
+mutant("1.1", "noise times x", lambda x, s, generator=None: x + x * s * randn(x, generator), "multiplies x")
+mutant("1.1", "one noise for the batch",
+       lambda x, s, generator=None: x + s * torch.randn(x.shape[1:], generator=generator), "every image of the batch")
+mutant("1.1", "one noise for the channels",
+       lambda x, s, generator=None: x + s * torch.randn(x.shape[0], 1, *x.shape[2:], generator=generator),
+       "every channel")
+mutant("1.1", "x changed in place", lambda x, s, generator=None: x.add_(s * randn(x, generator)), "in place")
+mutant("1.1", "global random state", lambda x, s, generator=None: x + s * torch.randn(x.shape),
+       "same generator seed gave different noise")
+
+
+def seeds_itself(x, sigma, generator=None):
+    return x + sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+
+
+mutant("1.1", "seeds its own generator", seeds_itself, "different seeds gave the same noise")
+mutant("1.1", "no noise", lambda x, s, generator=None: x.clone(), "standard deviation 0.00")
+mutant("1.1", "float64 noise", lambda x, s, generator=None: x + s * torch.randn(x.shape, generator=generator,
+                                                                                 dtype=torch.float64), "dtype")
+
+
+# ---- 1.2 the UNet operations (the candidate is a module namespace) ---------------------------------------------
+def operations(**changes):
     ops = dict(conv=course_unet.conv, down_conv=course_unet.down_conv, up_conv=course_unet.up_conv)
     ops.update(changes)
     return types.SimpleNamespace(**ops)
 
 
-def test_unet_operations():
-    checks.unet_operations(course_unet)
-    relu = lambda i, o: nn.Sequential(nn.Conv2d(i, o, 3, 1, 1), nn.BatchNorm2d(o), nn.ReLU())  # noqa: E731
-    fails(checks.unet_operations, _ops(conv=relu), "not ReLU")
-    no_norm = lambda i, o: nn.Sequential(nn.Conv2d(i, o, 3, 1, 1), nn.GELU())  # noqa: E731
-    fails(checks.unet_operations, _ops(conv=no_norm), "BatchNorm2d is missing")
-    stride_one = lambda i, o: nn.Sequential(nn.Conv2d(i, o, 3, 1, 1), nn.BatchNorm2d(o), nn.GELU())  # noqa: E731
-    fails(checks.unet_operations, _ops(down_conv=stride_one), "stride")
+def block(*layers):
+    return lambda i, o: nn.Sequential(*[layer(i, o) for layer in layers])
 
 
-class MaxFlatten(CourseUNet):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.flatten = nn.Sequential(nn.MaxPool2d(self.image_size // 4), nn.GELU())
+def conv_layer(kernel=3, stride=1, padding=1):
+    return lambda i, o: nn.Conv2d(i, o, kernel, stride, padding)
 
 
-class NoFirstSkip(CourseUNet):
-    def decode(self, skips, bottleneck, modulate_up1=None):
-        h0, h1, h2 = skips
-        return super().decode((torch.zeros_like(h0), h1, h2), bottleneck, modulate_up1)
+def norm(i, o):
+    return nn.BatchNorm2d(o)
 
 
-def test_course_unet():
-    checks.course_unet(CourseUNet)
-    fails(checks.course_unet, MaxFlatten, "average")
-    fails(checks.course_unet, NoFirstSkip, "first .* skip")
+def gelu(i, o):
+    return nn.GELU()
 
 
-# ---- 2.1, 3.1 conditioning ----------------------------------------------------------------------------------
-def _time(model, x, t):
-    t = t.reshape(-1, 1).to(x.dtype).expand(x.shape[0], 1)
-    return model.fc1_t(t)[:, :, None, None], model.fc2_t(t)[:, :, None, None]
+class FunctionalConv(nn.Module):
+    """A hand-written block: bias-free convolution, BatchNorm, functional GELU."""
+
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel_size=(3, 3), stride=stride, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(c_out)
+
+    def forward(self, x):
+        return F.gelu(self.norm(self.conv(x)))
 
 
-def _class(model, x, labels):
-    one_hot = F.one_hot(labels, model.num_classes + 1)[:, :model.num_classes].to(x.dtype)
-    return model.fc1_c(one_hot)[:, :, None, None], model.fc2_c(one_hot)[:, :, None, None]
+correct("1.2", "reference", course_unet)
+correct("1.2", "hand-written modules, functional GELU",
+        operations(conv=lambda i, o: FunctionalConv(i, o, 1), down_conv=lambda i, o: FunctionalConv(i, o, 2)))
+correct("1.2", "upsample then convolve", operations(
+    conv=lambda i, o: nn.Sequential(nn.Conv2d(i, o, 3, padding="same"), nn.BatchNorm2d(o), nn.GELU("tanh")),
+    up_conv=lambda i, o: nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(i, o, 3, 1, 1), nn.BatchNorm2d(o),
+                                       nn.GELU())))
+mutant("1.2", "ReLU", operations(conv=block(conv_layer(), norm, lambda i, o: nn.ReLU())), "ReLU")
+mutant("1.2", "SiLU", operations(up_conv=block(lambda i, o: nn.ConvTranspose2d(i, o, 4, 2, 1), norm,
+                                               lambda i, o: nn.SiLU())), "SiLU")
+mutant("1.2", "LeakyReLU", operations(down_conv=block(conv_layer(stride=2), norm, lambda i, o: nn.LeakyReLU())),
+       "not GELU")
+mutant("1.2", "no BatchNorm", operations(conv=block(conv_layer(), gelu)), "BatchNorm2d is missing")
+mutant("1.2", "BatchNorm before the convolution",
+       operations(conv=block(lambda i, o: nn.BatchNorm2d(i), conv_layer(), gelu)), "normalises the input before")
+mutant("1.2", "GELU before BatchNorm", operations(conv=block(conv_layer(), gelu, norm)), "ends with BatchNorm")
+mutant("1.2", "down_conv with stride 1", operations(down_conv=block(conv_layer(), norm, gelu)), "stride 1")
+mutant("1.2", "conv without padding", operations(conv=block(conv_layer(padding=0), norm, gelu)), "no padding")
+mutant("1.2", "1 x 1 conv", operations(conv=block(conv_layer(1, 1, 0), norm, gelu)), "reaches 1 x 1")
+mutant("1.2", "1 x 1 down_conv", operations(down_conv=block(conv_layer(1, 2, 0), norm, gelu)), "3 x 3 kernel")
+mutant("1.2", "3 x 3 up_conv", operations(up_conv=block(lambda i, o: nn.ConvTranspose2d(i, o, 3, 2, 1), norm, gelu)),
+       "2H - 1")
+mutant("1.2", "2 x 2 up_conv", operations(up_conv=block(lambda i, o: nn.ConvTranspose2d(i, o, 2, 2, 0), norm, gelu)),
+       "4 x 4 transposed kernel")
 
 
-def conditioned(embed_t=_time, embed_c=_class):
-    class Variant(ConditionalCourseUNet):
-        def forward(self, x, t, labels=None):
-            skips, bottleneck = self.encode(x)
-            t1, t2 = embed_t(self, x, t)
-            if not self.num_classes:  # the course's time-only form: unflatten * t1, up1 * t2
-                return self.decode(skips, bottleneck * t1, modulate_up1=lambda u: u * t2)
-            c1, c2 = embed_c(self, x, labels)
-            return self.decode(skips, c1 * bottleneck + t1, modulate_up1=lambda u: c2 * u + t2)
+# ---- 1.3 Flatten, Unflatten, Concat (the candidate is a CourseUNet class) --------------------------------------
+def unet(flatten=None, unflatten=None, decode=None):
+    """CourseUNet with Flatten or Unflatten built by `flatten(s, channels)` / `unflatten(s, channels)`, or decode
+    replaced by `decode(self, skips, bottleneck, modulate_up1)`."""
+    class Variant(CourseUNet):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            s, channels = self.image_size // 4, 2 * self.config["hidden"]
+            if flatten:
+                self.flatten = flatten(s, channels)
+            if unflatten:
+                self.unflatten = unflatten(s, channels)
+
+        def decode(self, skips, bottleneck, modulate_up1=None):
+            if decode is None:
+                return super().decode(skips, bottleneck, modulate_up1)
+            return decode(self, skips, bottleneck, modulate_up1)
     return Variant
 
 
-def test_time_conditioning():
-    checks.time_conditioning(ConditionalCourseUNet)
-    checks.time_conditioning(conditioned())
-    # time-only, the course multiplies: a missing embedding is a factor of 1
-    fails(checks.time_conditioning, conditioned(lambda m, x, t: (1.0, 1.0)), "does not change with t")
-    fails(checks.time_conditioning, conditioned(lambda m, x, t: _time(m, x, t.reshape(-1)[:1])), "its own time")
-    fails(checks.time_conditioning, conditioned(lambda m, x, t: (_time(m, x, t)[0], 1.0)), "fc2_t")
+class Lambda(nn.Module):
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    def forward(self, x):
+        return self.function(x)
 
 
-def test_class_conditioning():
-    checks.class_conditioning(ConditionalCourseUNet)
-    fails(checks.class_conditioning, conditioned(embed_c=lambda m, x, c: (1.0, 1.0)), "does not change with the label")
-    fails(checks.class_conditioning, conditioned(embed_c=lambda m, x, c: _class(m, x, c % m.num_classes)), "all-zero")
-    one_hot_10 = lambda m, x, c: tuple(f(F.one_hot(c, m.num_classes).to(x.dtype))[:, :, None, None]  # noqa: E731
-                                       for f in (m.fc1_c, m.fc2_c))
-    fails(checks.class_conditioning, conditioned(embed_c=one_hot_10), "null label 10 needs")
+def decoded(self, skips, bottleneck, modulate_up1, first=None, order=None, modulate=True):
+    """The course's decode, with the skips fed in `order`, the first skip replaced, or modulate_up1 ignored."""
+    h0, h1, h2 = skips
+    h0 = h0 if first is None else first(h0)
+    u1 = self.up1(torch.cat([h2, bottleneck] if order == "skip first" else [bottleneck, h2], dim=1))
+    if modulate_up1 is not None and modulate:
+        u1 = modulate_up1(u1)
+    u2 = self.up2(torch.cat([u1, h1], dim=1))
+    return self.head(self.conv_out(torch.cat([u2, h0], dim=1)))
 
 
-# ---- 2.2, 2.3, 3.2 flow matching (references written from the exercise's statement) ------------------------
-def fm_loss(model, x0, labels=None, p_uncond=0.1, time_sampling="uniform", sign=1, swap=False, drop_to=None,
-            data_term=True, one_time=False):
-    n = x0.shape[0]
-    x1 = torch.randn_like(x0)
-    t = torch.sigmoid(torch.randn(n)) if time_sampling == "logit_normal" else torch.rand(n)
-    t = t[:1].expand(n) if one_time else t
-    tb = t.view(-1, 1, 1, 1)
-    x_t = tb * x0 + (1 - tb) * x1 if swap else (1 - tb) * x0 + tb * x1
-    target = sign * (x1 - x0) if data_term else x1
-    if labels is None:
-        return F.mse_loss(model(x_t, t), target)
-    null = model.config["num_classes"] if drop_to is None else drop_to
-    labels = torch.where(torch.rand(n) < p_uncond, torch.full_like(labels, null), labels)
-    return F.mse_loss(model(x_t, t, labels), target)
+correct("1.3", "reference", CourseUNet)
+correct("1.3", "adaptive pooling, skip first in every concatenation",
+        unet(flatten=lambda s, c: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.GELU()),
+             decode=lambda self, *a: decoded(self, *a, order="skip first")))
+correct("1.3", "mean in a lambda module", unet(flatten=lambda s, c: Lambda(lambda h: F.gelu(h.mean((2, 3), True)))))
+mutant("1.3", "max pooling", unet(flatten=lambda s, c: nn.Sequential(nn.MaxPool2d(s), nn.GELU())), "maximum")
+mutant("1.3", "no GELU in Flatten", unet(flatten=lambda s, c: nn.AvgPool2d(s)), "missing its GELU")
+mutant("1.3", "GELU before pooling", unet(flatten=lambda s, c: nn.Sequential(nn.GELU(), nn.AvgPool2d(s))),
+       "GELU before averaging")
+mutant("1.3", "pooling size fixed at 7", unet(flatten=lambda s, c: nn.Sequential(nn.AvgPool2d(7), nn.GELU())),
+       "not a fixed 7")
+mutant("1.3", "Unflatten by upsampling", unet(unflatten=lambda s, c: nn.Sequential(
+    nn.Upsample(scale_factor=s), nn.BatchNorm2d(c), nn.GELU())), "same value at every pixel")
+mutant("1.3", "Unflatten without BatchNorm and GELU", unet(unflatten=lambda s, c: nn.ConvTranspose2d(c, c, s, s)),
+       "GELU")
+mutant("1.3", "Unflatten's size fixed at 7", unet(unflatten=lambda s, c: nn.Sequential(
+    nn.ConvTranspose2d(c, c, 7, 7), nn.BatchNorm2d(c), nn.GELU())), "not \\[3, 8, 8, 8\\]|stride s")
+mutant("1.3", "first skip dropped", unet(decode=lambda self, *a: decoded(self, *a, first=torch.zeros_like)),
+       "first .* skip")
+mutant("1.3", "modulate_up1 ignored", unet(decode=lambda self, *a: decoded(self, *a, modulate=False)),
+       "modulate_up1 to nothing")
 
 
-def with_(fn, **fixed):
-    return lambda *args, **kwargs: fn(*args, **{**kwargs, **fixed})
+def bottleneck_lost(self, skips, bottleneck, modulate_up1):
+    return decoded(self, skips, skips[2], modulate_up1)
 
 
-def test_flow_matching_loss():
-    checks.flow_matching_loss(fm_loss)
-    fails(checks.flow_matching_loss, with_(fm_loss, sign=-1), "wrong sign")
-    fails(checks.flow_matching_loss, with_(fm_loss, swap=True), "swapped")
-    fails(checks.flow_matching_loss, with_(fm_loss, data_term=False), "misses the data term")
-    fails(checks.flow_matching_loss, with_(fm_loss, one_time=True), "independently for each sample")
-    fails(checks.flow_matching_loss, with_(fm_loss, drop_to=0), "null label .* not 0")
-    fails(checks.flow_matching_loss, with_(fm_loss, p_uncond=0.0), "no label was dropped")
+mutant("1.3", "the bottleneck replaced by the skip", unet(decode=bottleneck_lost), "bottleneck does not reach")
 
 
-def euler(velocity, x, t, h, labels=None, at=0.0, sign=-1):
-    v = velocity(x, t - at) if labels is None else velocity(x, t - at, labels)
-    return x + sign * h * v
+# ---- 2.1, 3.1 conditioning (the candidate is a ConditionalCourseUNet class) ------------------------------------
+def reference_time(model, t):
+    t = t.view(-1, 1)
+    return model.fc1_t(t)[:, :, None, None], model.fc2_t(t)[:, :, None, None]
 
 
-def test_euler_step():
-    checks.euler_step(euler)
-    fails(checks.euler_step, lambda v, x, t, h, labels=None: euler(v, x, t, h, labels, at=h), "not at t - h")
-    fails(checks.euler_step, lambda v, x, t, h, labels=None: euler(v, x, t, h, labels, sign=1), "wrong way")
-    fails(checks.euler_step, lambda v, x, t, h, labels=None: euler(v, x, t, h), "pass the labels")
+def reference_class(model, labels, dtype):
+    one_hot = F.one_hot(labels, model.num_classes + 1)[:, :model.num_classes].to(dtype)
+    return model.fc1_c(one_hot)[:, :, None, None], model.fc2_c(one_hot)[:, :, None, None]
 
 
-def cfg(model, gamma, null=None, swap=False, base=True):
-    def velocity(x, t, labels):
-        empty = torch.full_like(labels, model.config["num_classes"] if null is None else null)
-        cond, uncond = model(x, t, labels), model(x, t, empty)
-        if swap:
-            cond, uncond = uncond, cond
-        return (uncond if base else 0) + gamma * (cond - uncond)
-    return velocity
+def conditional(time=reference_time, classes=reference_class):
+    """ConditionalCourseUNet whose exercise lines are `time(model, t [B])` -> (t1, t2) and
+    `classes(model, labels [B], dtype)` -> (c1, c2); the rest as the course's."""
+    class Variant(ConditionalCourseUNet):
+        def forward(self, x, t, labels=None):
+            x, t, labels = validate.network_inputs(type(self).__name__, x, t, labels, self.in_channels,
+                                                   self.image_size, self.num_classes)
+            skips, bottleneck = self.encode(x)
+            t1, t2 = time(self, t)
+            if self.num_classes:
+                c1, c2 = classes(self, labels, x.dtype)
+                return self.decode(skips, c1 * bottleneck + t1, modulate_up1=lambda up1: c2 * up1 + t2)
+            if self.time_modulation == "multiply":
+                return self.decode(skips, bottleneck * t1, modulate_up1=lambda up1: up1 * t2)
+            return self.decode(skips, bottleneck + t1, modulate_up1=lambda up1: up1 + t2)
+    return Variant
 
 
-def test_classifier_free_guidance():
-    checks.classifier_free_guidance(cfg)
-    fails(checks.classifier_free_guidance, lambda m, g: cfg(m, g, swap=True), "wrong end")
-    fails(checks.classifier_free_guidance, lambda m, g: cfg(m, g, null=0), r"null label .*\(10\), not 0")
-    fails(checks.classifier_free_guidance, lambda m, g: cfg(m, g, base=False), "misses its base term")
+def unsqueezed_time(model, t):
+    t = t[:, None]
+    return model.fc1_t(t).unsqueeze(-1).unsqueeze(-1), model.fc2_t(t).reshape(len(t), -1, 1, 1)
 
 
-# ---- 4.x diffusion ------------------------------------------------------------------------------------------
-def test_forward_process():
-    checks.forward_process(diffusion.forward)
-
-    def wrong(scale=False, shift=0, noise_term=True):
-        def forward(x0, t, ac, noise=None, generator=None):
-            noise = torch.randn(x0.shape, generator=generator) if noise is None else noise
-            a = ac[t - shift] if scale else ac[t - shift].sqrt()
-            b = (1 - ac[t - shift]) if scale else (1 - ac[t - shift]).sqrt()
-            return a * x0 + (b * noise if noise_term else 0)
-        return forward
-    checks.forward_process(wrong())
-    fails(checks.forward_process, wrong(scale=True), "square roots")
-    fails(checks.forward_process, wrong(shift=1), "off by one")
-    fails(checks.forward_process, wrong(noise_term=False), "noise term .* is missing")
+correct("2.1", "reference", ConditionalCourseUNet)
+correct("2.1", "indexing and reshape", conditional(time=unsqueezed_time))
+mutant("2.1", "no time", conditional(time=lambda m, t: (1.0, 1.0) if m.time_modulation == "multiply" else (0, 0)),
+       "does not change with t")
+mutant("2.1", "1 - t", conditional(time=lambda m, t: reference_time(m, 1 - t)), "1 - t")
+mutant("2.1", "the first sample's time", conditional(time=lambda m, t: reference_time(m, t[:1].expand(len(t)))),
+       "first sample.s time instead")
+mutant("2.1", "t in [0, 1000]", conditional(time=lambda m, t: reference_time(m, 1000 * t)), "scaled by 1000")
+mutant("2.1", "fc2_t left out", conditional(time=lambda m, t: (reference_time(m, t)[0], 1.0)), "fc2_t")
+mutant("2.1", "t as a row", conditional(time=lambda m, t: (m.fc1_t(t.view(1, -1)), m.fc2_t(t.view(1, -1)))),
+       "fails on t of shape")
 
 
-def test_one_step_estimate():
-    checks.one_step_estimate(diffusion.estimate_x0)
-    fails(checks.one_step_estimate, lambda x, t, e, ac: (x + (1 - ac[t]).sqrt() * e) / ac[t].sqrt(), "subtract")
-    fails(checks.one_step_estimate, lambda x, t, e, ac: (x - (1 - ac[t]).sqrt() * e) / ac[t], "invert")
+def one_hot_by_eye(model, labels, dtype):
+    vectors = torch.cat([torch.eye(model.num_classes), torch.zeros(1, model.num_classes)]).to(dtype)[labels]
+    return model.fc1_c(vectors).view(len(labels), -1, 1, 1), model.fc2_c(vectors).view(len(labels), -1, 1, 1)
 
 
-def test_ddpm_step():
-    checks.ddpm_step(diffusion.ddpm_step)
-
-    def mean_only(x, t, t_prev, eps, ac, predicted=None, generator=None):
-        return diffusion.posterior_mean(x, diffusion.estimate_x0(x, t, eps, ac), t, t_prev, ac)
-
-    def beta_variance(x, t, t_prev, eps, ac, predicted=None, generator=None):
-        beta = 1 - ac[t] / ac[t_prev]
-        return mean_only(x, t, t_prev, eps, ac) + beta.sqrt() * torch.randn(x.shape, generator=generator)
-    fails(checks.ddpm_step, mean_only, "adds no noise")
-    fails(checks.ddpm_step, lambda x, t, tp, *rest: diffusion.ddpm_step(x, t, t - 1, *rest), "went to t - 1")
-    fails(checks.ddpm_step, beta_variance, "standard deviation")
+def null_as_class_zero(model, labels, dtype):
+    return reference_class(model, labels % model.num_classes, dtype)
 
 
-def test_iterative_denoise():
-    checks.iterative_denoise(diffusion.iterative_denoise)
-    late = lambda est, x, i, ts, *rest, **kw: diffusion.iterative_denoise(est, x, i + 1, ts, *rest, **kw)  # noqa
-    fails(checks.iterative_denoise, late, "start at timesteps")
-    forgets = lambda est, x, i, ts, ac, g=None, after=None, traj=False: diffusion.iterative_denoise(  # noqa
-        est, x, i, ts, ac, g, None, traj)
-    fails(checks.iterative_denoise, forgets, "after_step")
+def ten_classes(model, labels, dtype):
+    one_hot = F.one_hot(labels, 11)[:, :10].to(dtype)
+    return model.fc1_c(one_hot)[:, :, None, None], model.fc2_c(one_hot)[:, :, None, None]
 
 
-def test_sdedit():
-    checks.sdedit(diffusion.sdedit)
-    fails(checks.sdedit, lambda est, im, i, ts, ac, g=None: diffusion.iterative_denoise(est, im, i, ts, ac, g),
-          "noised with the forward process")
-    fails(checks.sdedit, lambda est, im, i, ts, ac, g=None: diffusion.sdedit(est, im, 0, ts, ac, g), "timesteps")
+def without_null(model, labels, dtype):
+    one_hot = F.one_hot(labels, model.num_classes).to(dtype)
+    return model.fc1_c(one_hot)[:, :, None, None], model.fc2_c(one_hot)[:, :, None, None]
 
 
-def test_inpaint():
-    checks.inpaint(diffusion.inpaint)
-    fails(checks.inpaint, lambda est, im, m, *rest, **kw: diffusion.inpaint(est, im, 1 - m, *rest, **kw), "mask = 0")
-
-    def pasted(est, image, mask, ts, ac, generator=None):
-        start = mask * torch.randn(image.shape, generator=generator) + (1 - mask) * image
-        return diffusion.iterative_denoise(est, start, 0, ts, ac, generator,
-                                           lambda x, t: mask * x + (1 - mask) * image)
-    fails(checks.inpaint, pasted, "not pasted clean")
+def long_one_hot(model, labels, dtype):
+    one_hot = F.one_hot(labels, model.num_classes + 1)[:, :model.num_classes]
+    return model.fc1_c(one_hot)[:, :, None, None], model.fc2_c(one_hot)[:, :, None, None]
 
 
-def test_anagram():
-    checks.anagram(diffusion.anagram)
-
-    def no_inverse(estimates, views):
-        return lambda x, t: (torch.stack([e(v.apply(x), t)[0] for e, v in zip(estimates, views)]).mean(0), None)
-
-    def summed(estimates, views):
-        est = diffusion.anagram(estimates, views)
-        return lambda x, t: (2 * est(x, t)[0], None)
-    fails(checks.anagram, no_inverse, "inverse")
-    fails(checks.anagram, summed, "do not add")
-
-
-def test_hybrid():
-    checks.hybrid(diffusion.hybrid)
-    fails(checks.hybrid, lambda lo, hi, k=33, s=2.0: diffusion.hybrid(hi, lo, k, s), "swapped")
-
-    def no_high_pass(low, high, k=33, s=2.0):
-        return lambda x, t: (diffusion.low_pass(low(x, t)[0], k, s) + high(x, t)[0], None)
-    fails(checks.hybrid, no_high_pass, "own low frequencies")
+correct("3.1", "reference", ConditionalCourseUNet)
+correct("3.1", "rows of an identity matrix", conditional(classes=one_hot_by_eye))
+mutant("3.1", "no class", conditional(classes=lambda m, labels, dtype: (1.0, 1.0)), "does not change with the labels")
+mutant("3.1", "null label as class 0", conditional(classes=null_as_class_zero), "class 0's one-hot vector")
+mutant("3.1", "the first sample's label",
+       conditional(classes=lambda m, labels, dtype: reference_class(m, labels[:1].expand(len(labels)), dtype)),
+       "first sample.s label instead")
+mutant("3.1", "fc1_c left out", conditional(classes=lambda m, labels, dtype: (1.0, reference_class(m, labels, dtype)[1])),
+       "fc1_c")
+mutant("3.1", "ten classes hard-coded", conditional(classes=ten_classes), "4-class UNet .* fails")
+mutant("3.1", "no room for the null label", conditional(classes=without_null), "null label 10 all zeros")
+mutant("3.1", "integer one-hot vectors", conditional(classes=long_one_hot), "float one-hot")
 
 
-# ---- 5.x ideal machines ---------------------------------------------------------------------------------------
-def test_ideal_denoiser():
-    checks.ideal_denoiser(ideal.ideal_denoiser)
-    fails(checks.ideal_denoiser, lambda x, t, train: train.mean(0, keepdim=True).expand_as(x), "plain training mean")
-    from helpers.checks.ideal import brute_is
-    fails(checks.ideal_denoiser, lambda x, t, train: brute_is(x, t, train, temperature=2 * t), "2 t\\^2")
-    fails(checks.ideal_denoiser, lambda x, t, train: brute_is(x / (1 - t), t, train), "compare x_t with")
+# ---- the suite ----------------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The checks run on one thread themselves; the mutants' own set-up (building UNets) too."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
-def test_els_denoiser():
-    from helpers.checks.ideal import brute_els
-    checks.els_denoiser(ideal.els_denoiser)
-    fails(checks.els_denoiser, lambda x, t, train, p: brute_els(x, t, train, p, mode="constant"), "circularly")
-    fails(checks.els_denoiser, lambda x, t, train, p: ideal.local_denoiser(x, t, train, p), "every location")
+def test_every_exercise_has_its_mutants():
+    for exercise in EXERCISES:
+        assert len(CORRECT.get(exercise.key, [])) >= 2, f"exercise {exercise.key}: the reference and another version"
+        assert len(MUTANTS.get(exercise.key, [])) >= 3, f"exercise {exercise.key}: at least 3 wrong answers"
+    assert set(CORRECT) | set(MUTANTS) <= {e.key for e in EXERCISES}
+
+
+@pytest.mark.parametrize("key, name, candidate", [(k, n, c) for k, pairs in CORRECT.items() for n, c in pairs],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_correct_version_passes(key, name, candidate, capsys):
+    assert verdict(key, candidate) is None, f"{key} {name}: {verdict(key, candidate)}"
+    assert capsys.readouterr().out.strip().startswith(f"✓ exercise {key} ")
+
+
+@pytest.mark.parametrize("key, name, candidate, match",
+                         [(k, n, c, m) for k, found in MUTANTS.items() for n, c, m in found],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_mutant_fails_naming_its_mistake(key, name, candidate, match):
+    sentence = verdict(key, candidate)
+    assert sentence is not None, f"{key} {name}: the check passes a wrong answer"
+    assert re.search(match, sentence), f"{key} {name}: {sentence!r} does not say {match!r}"
+    assert "\n" not in sentence and ". " not in sentence.rstrip("."), f"not one sentence: {sentence}"
+    for line in solution_lines(key):
+        assert line not in sentence, f"{key} {name} prints the solution's line {line!r}"

@@ -1,5 +1,11 @@
 """What every check shares: the verdict (`CheckFailed`, one sentence), a fixed seed that leaves the caller's
-random state alone, and the translation of a stub's `ExerciseMissing` into the exercise's hint."""
+random state alone, one CPU thread while it runs (the checks' tensors are small: threads only cost), the
+translation of a stub's `ExerciseMissing` into the exercise's hint, and the words that say WHERE an output
+differs (`where`) when a check cannot name the mistake.
+
+A check must drive the student's code only through calls (the class grader replays its calls from a record,
+`instructor.grade.replay`): no forward hooks on a student's modules and no look at their types; reading a
+module's `state_dict()` is fine."""
 import functools
 
 import torch
@@ -16,11 +22,31 @@ def first_line(error: Exception) -> str:
     NotImplementedError) is raised on, so that the check reports the exercise instead."""
     if isinstance(error, ExerciseMissing):
         raise error
-    return str(error).splitlines()[0]
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def close(a, b, tol: float = 1e-5) -> bool:
-    return a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=tol, rtol=tol)
+    """Same shape and equal within `tol` (absolute plus relative); False for anything that is not a tensor."""
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape:
+        return False
+    return bool(torch.allclose(a.double(), b.double(), atol=tol, rtol=tol))
+
+
+def is_tensor_like(value, like: torch.Tensor) -> bool:
+    return isinstance(value, torch.Tensor) and value.shape == like.shape
+
+
+def shape_of(value) -> str:
+    return str(list(value.shape)) if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+
+
+def where(got: torch.Tensor, want: torch.Tensor) -> str:
+    """'at [1, 0, 3, 4] yours is 0.123, expected 0.456' for the largest difference (same shapes)."""
+    difference = (got.double() - want.double()).abs()
+    flat = int(difference.argmax()) if difference.numel() else 0
+    index = [int(i) for i in torch.unravel_index(torch.tensor(flat), got.shape)] if got.dim() else []
+    return (f"at {index} yours is {float(got.reshape(-1)[flat]):.4g}, expected {float(want.reshape(-1)[flat]):.4g} "
+            f"(largest difference {float(difference.max()):.3g})")
 
 
 def generator(seed: int) -> torch.Generator:
@@ -28,22 +54,27 @@ def generator(seed: int) -> torch.Generator:
 
 
 def grades(key: str):
-    """Decorator: the check of exercise `key`. Runs under seed 0 (the caller's RNG state restored), prints one
-    line when everything holds, and turns a stub's ExerciseMissing into a one-sentence CheckFailed."""
+    """Decorator: the check of exercise `key`. Runs under seed 0 (the caller's RNG state restored) on one CPU
+    thread (the caller's count restored), prints one line when everything holds, and turns a stub's
+    ExerciseMissing into a one-sentence CheckFailed."""
     exercise = BY_KEY[key]
 
     def wrap(body):
         @functools.wraps(body)
         def check(*args, **kwargs):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                try:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)
                     body(*args, **kwargs)
-                except ExerciseMissing as missing:
-                    if missing.exercise.key == key:
-                        raise CheckFailed(str(missing)) from None
-                    raise CheckFailed(f"the check of exercise {key} needs exercise {missing.exercise.key} "
-                                      f"({missing.exercise.where}) first") from None
+            except ExerciseMissing as missing:
+                if missing.exercise.key == key:
+                    raise CheckFailed(str(missing)) from None
+                raise CheckFailed(f"the check of exercise {key} needs exercise {missing.exercise.key} "
+                                  f"({missing.exercise.where}) first") from None
+            finally:
+                torch.set_num_threads(threads)
             print(f"✓ exercise {key} ({exercise.title}): every check passes")
         check.exercise = key
         return check
