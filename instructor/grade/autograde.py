@@ -106,7 +106,8 @@ def _reason(exit_, caps: Caps, what: str) -> str:
     if exit_.reason == "channel":
         return f"{what} broke the grader's result channel ({exit_.detail}), so it was stopped"
     code = exit_.returncode
-    how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+    how = (f"killed by signal {-code}" if code is not None and code < 0 else
+           f"killed by signal {code - 128}" if code is not None and code > 128 else f"exit status {code}")
     return (f"{what} ended the grading process ({how}: os._exit, a signal or a crash; the memory cap is "
             f"{caps.memory_mib} MiB, the process cap {caps.processes})")
 

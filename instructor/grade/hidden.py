@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from helpers import course_unet, diffusion, guidance, ideal
+from helpers.exercises import ExerciseMissing
 from instructor.grade.inside import vocab, wire
-from instructor.grade.replay import rebuild
+from instructor.grade.replay import rebuild, said
 
 
 class Fail(Exception):
@@ -97,8 +98,7 @@ def returned(event: dict, what: str):
     """The decoded return value of an event, or Fail with the error the student's code raised."""
     if "raise" in event:
         error = rebuild(event["raise"])
-        first = str(error).splitlines()[0] if str(error) else ""
-        raise Fail(f"{what} raised {type(error).__name__}{': ' + first if first else ''}")
+        raise Fail(str(error) if isinstance(error, ExerciseMissing) else f"{what} raised {said(error)}")
     if "ret" not in event:
         raise Fail(f"{what} returned nothing the grader could read")
     return wire.decode(event["ret"], _opaque)
@@ -178,6 +178,8 @@ def noise_linear_in_sigma():
         events = Events(result)
         small = tensor(returned(events.next(), "add_noise"), "add_noise", x)
         large = tensor(returned(events.next(), "add_noise"), "add_noise", x)
+        if (small - x).std() < 0.1:
+            raise Fail("at sigma = 0.3 add_noise added (almost) no noise")
         if not close(large - x, (2.0 / 0.3) * (small - x), 1e-4):
             raise Fail("with the same generator seed, sigma = 2.0 must add 2.0 / 0.3 times the noise of sigma = 0.3")
     return plan, judge

@@ -58,7 +58,6 @@ def grade_one(archive: Path, out: Path, base: Path | None = None, caps: Caps = D
     from instructor.grade.autograde import verdicts
     start = time.perf_counter()
     archive, out = Path(archive), Path(out)
-    base = base_module.ensure(Path(base) if base is not None else out / ".base")
     name = intake.name_of(archive)
     result = {"student": name, "archive": archive.name, "sha256": sha or intake.sha256_file(archive),
               "grader": grader_version(), "graded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -75,6 +74,7 @@ def grade_one(archive: Path, out: Path, base: Path | None = None, caps: Caps = D
             result["manifest"] = {"release": manifest.release, "profile": manifest.profile, "device": manifest.device,
                                   "unexecuted": manifest.unexecuted, "stubs": manifest.stubs}
             timing["unpack_s"] = round(time.perf_counter() - start, 3)
+            base = base_module.ensure(Path(base) if base is not None else out / ".base")
             hidden_paths = [ROOT, out.resolve(), archive.resolve().parent, base.resolve(), *hide]
             run = autograde.run_tasks(scratch / "handin", base, scratch, caps,
                                       uid if uid is not None else default_uid(), hidden_paths)
@@ -91,6 +91,10 @@ def grade_one(archive: Path, out: Path, base: Path | None = None, caps: Caps = D
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+            try:
+                (out / ".scratch").rmdir()      # when no other worker is using it
+            except OSError:
+                pass
     result["points"] = sum(e["points"] for e in result["exercises"].values())
     result["max"] = sum(e["max"] for e in result["exercises"].values())
     result["seconds"] = round(time.perf_counter() - start, 3)

@@ -49,9 +49,16 @@ def rebuild(info) -> BaseException:
     name = str(info.get("type", "Exception"))[:80]
     if base in ("SystemExit", "KeyboardInterrupt", "GeneratorExit", "BaseException"):
         message = f"{name} ({message or 'no message'}): the code tried to end the grading"
-    elif name != kind.__name__:
-        message = f"{name}: {message}"
-    return kind(message)
+    error = kind(message)
+    error.grade_type = name if base not in ("SystemExit", "KeyboardInterrupt", "GeneratorExit", "BaseException") \
+        else kind.__name__
+    return error
+
+
+def said(error: BaseException) -> str:
+    """'TypeName: first line' of an error, with the student's own type name for a rebuilt one."""
+    first = str(error).splitlines()[0] if str(error) else ""
+    return f"{getattr(error, 'grade_type', type(error).__name__)}{': ' + first if first else ''}"
 
 
 def _tensors(args, kwargs) -> list:
@@ -95,8 +102,8 @@ class Replayer:
     def _next(self, callee: str, args, kwargs, module: nn.Module | None) -> dict:
         digest = wire.key(args, kwargs, self.hook)
         if self.position >= len(self.events):
-            raise ReplayError(f"the check called {callee} more often than the record shows (the grading process "
-                              "ended early or its record was cut)")
+            raise ReplayError("the check called your code more often than the record shows (the grading process "
+                              "ended early, or its record was cut or forged)")
         event = self.events[self.position]
         if event.get("callee") != callee or event.get("key") != digest:
             raise ReplayError("the check's calls do not match the record (the code answered differently when the "
@@ -261,8 +268,7 @@ def verdict(check, reference, events: list) -> tuple[bool, str]:
     except (ReplayError, StructureMismatch, wire.WireError) as error:
         return False, str(error)
     except Exception as error:   # the student's own error, rebuilt as one of Python's classes
-        first = str(error).splitlines()[0] if str(error) else ""
-        return False, f"your code raised {type(error).__name__}{': ' + first if first else ''}"
+        return False, f"your code raised {said(error)}"
     if replayer.position != len(replayer.events):
         return False, ("the record holds more calls than the check made (the code called itself in a way the "
                        "grader cannot follow, or the record was tampered with)")

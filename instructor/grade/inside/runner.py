@@ -13,7 +13,8 @@ student's version and runs that file's tasks in order:
 
 Every message goes to the result channel (file descriptor GRADE_FD) as a frame of `inside.wire`, with the
 nonce: ready, import (before each file), begin (before each task), result, tamper (what the student's code
-replaced: the checks, CheckFailed, sys.exit, ...), end. The grader outside watches the time between frames,
+replaced: the checks, CheckFailed, sys.exit, ...), end. After each import and each task every other process in
+the sandbox is killed and reaped (`sweep`), so leftovers of one exercise never weigh on the next. The grader outside watches the time between frames,
 kills the whole sandbox when a cap is passed and decides every score itself.
 """
 import contextlib
@@ -29,6 +30,25 @@ from . import record, vocab, wire
 
 HOME = os.environ.get("GRADE_HOME", "/run/grade")
 IN = f"{HOME}/in"
+
+
+_kill, _waitpid = os.kill, os.waitpid   # taken before any student code can replace them
+
+
+def sweep() -> None:
+    """End every other process in the sandbox (a task's background or forked leftovers) and reap the runner's
+    children, so that zombies do not count against the process cap of the next task."""
+    try:
+        _kill(-1, 9)
+    except OSError:
+        pass
+    while True:
+        try:
+            pid, _ = _waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 class Channel:
@@ -177,6 +197,7 @@ def main() -> None:
             channel.send({"type": "imported", "file": file})
         except BaseException as error:   # noqa: B036 - the tasks then say the import failed
             channel.send({"type": "imported", "file": file, "error": record.describe(error)})
+        sweep()
         for task in tasks:
             names = [n for n in changed(before) if n not in reported]
             if names:
@@ -188,6 +209,7 @@ def main() -> None:
                 result = runners[task["kind"]](task)
             except BaseException as error:   # noqa: B036
                 result = {"error": record.describe(error)}
+            sweep()
             try:
                 channel.send({"type": "result", "task": task["id"], "seconds": time.perf_counter() - began,
                               **result})
