@@ -10,10 +10,20 @@ The report (instructor/report.py) has one row per deliverable of notebooks/deliv
 notebook's time is printed and saved in timings.json beside it. A notebook that fails is written nowhere
 (with --inplace its file is left as it was); the command then stops with status 1, as it does when a
 deliverable has no output.
+
+The output folder: render records the files it writes there in ``.manifest.json`` (`instructor.output_folder`).
+A rebuild replaces those, removes the report files it no longer writes, and leaves every other file alone (a
+user's figures/mine.png stays). It refuses, before executing anything, a folder that holds a file of a name it
+would write but did not write itself, unless given --replace (the default folder rendered/<profile>/ is its
+own); likewise a folder it cannot write, one without room for the notebooks, and a timings.json that is not its
+own JSON. Every file is written atomically with the user's normal mode (a temporary beside it, then a rename;
+the report's files are swapped in together once all are written), so an interruption or a full disk leaves the
+previous version whole; if an executed notebook cannot be written, it is saved under the system's temporary
+folder instead, and the message says where.
 """
 import argparse
 import json
-import os
+import math
 import sys
 import tempfile
 import time
@@ -23,11 +33,15 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+from helpers.foundation import atomic
 from helpers.training.profile import current_profile
 from instructor import report
+from instructor.output_folder import MANIFEST, FolderError, OutputFolder
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+COMMAND = "python -m instructor render"
+TIMINGS = "timings.json"
 
 
 def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:
@@ -39,11 +53,68 @@ def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:
     return notebook, time.perf_counter() - start
 
 
-def write_atomic(notebook: nbformat.NotebookNode, path: Path) -> None:
-    """Write a notebook through a temporary file, so an interrupted write never leaves half a notebook."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".ipynb.tmp", delete=False) as tmp:
-        nbformat.write(notebook, tmp)
-    os.replace(tmp.name, path)
+def write_atomic(notebook: nbformat.NotebookNode, path: Path, batch: atomic.Batch | None = None) -> None:
+    """Write a notebook atomically (`helpers.foundation.atomic`), into `batch` when given; a failure to write is
+    an `atomic.WriteError` with one sentence."""
+    if batch is not None:
+        nbformat.write(notebook, batch.open(path, "w", encoding="utf-8"))
+        return
+    with atomic.write_atomic(path, "w", encoding="utf-8") as file:
+        nbformat.write(notebook, file)
+
+
+def read_timings(path: Path) -> dict:
+    """timings.json as {notebook: seconds}; {} when missing; FolderError (one sentence) when it is anything else."""
+    if not path.exists():
+        return {}
+    try:
+        timings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise FolderError(f"{path} is not the JSON render writes ({type(error).__name__}): delete it or move it "
+                          "away, and render writes a new one.") from None
+    if not isinstance(timings, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for k, v in timings.items()):
+        raise FolderError(f"{path} is JSON but not render's table of seconds by notebook: delete it or move it "
+                          "away, and render writes a new one.")
+    return timings
+
+
+def salvage(notebook: nbformat.NotebookNode, name: str) -> Path | None:
+    """Save an executed notebook that could not be written where asked under the system's temporary folder."""
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="render-unsaved-"))
+        write_atomic(notebook, folder / name)
+        return folder / name
+    except OSError:
+        return None
+
+
+def report_names(mapping: report.Mapping, folder: Path) -> list[str]:
+    """The files a report may write in `folder` that can be named before it is built: its pages, and the figures
+    already there under its naming (figures/<notebook>-...)."""
+    stems = [Path(name).stem for name in mapping.notebooks.values()]
+    names = ["index.html", "style.css", *(f"{stem}.html" for stem in stems)]
+    figures = folder / "figures"
+    if figures.is_dir():
+        names += [f"figures/{p.name}" for p in figures.iterdir() if p.name.startswith(tuple(f"{s}-" for s in stems))]
+    return names
+
+
+def remove_leftovers(folder: OutputFolder, names: list[str], to_run: list[Path], inplace: bool) -> None:
+    """Remove the temporaries an earlier, killed render left for the files this one writes (in the output folder,
+    its figures/, and with --inplace beside the notebooks). A render owns its output folder while it runs: two
+    renders into one folder at once are not supported."""
+    wanted = set(names) | folder.recorded | {MANIFEST}
+    atomic.remove_leftovers(folder.path, {name for name in wanted if "/" not in name})
+    figures = folder.path / "figures"
+    if figures.is_dir():
+        stems = tuple(name.removesuffix(".html") + "-" for name in wanted if name.endswith(".html"))
+        atomic.remove_leftovers(figures, {match["name"] for entry in figures.iterdir()
+                                          if (match := atomic.LEFTOVER.fullmatch(entry.name))
+                                          and match["name"].startswith(stems)})
+    for path in to_run if inplace else ():
+        atomic.remove_leftovers(path.parent, {path.name})
 
 
 def main(argv=None) -> None:
@@ -53,7 +124,9 @@ def main(argv=None) -> None:
                         help="the folder of NN_name.ipynb notebooks to report on (default: notebooks/)")
     parser.add_argument("--report-only", action="store_true", help="execute nothing; report the stored outputs")
     parser.add_argument("--inplace", action="store_true", help="also write the outputs back into the notebooks")
-    parser.add_argument("--out", type=Path, help="report folder (default: rendered/<profile>/)")
+    parser.add_argument("--out", type=Path, help="report folder (default: rendered/<profile>/, render's own)")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace files in --out that render would write but has no record of writing")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
     args = parser.parse_args(argv)
     if args.report_only and (args.paths or args.inplace):
@@ -74,10 +147,27 @@ def main(argv=None) -> None:
     else:
         profile = current_profile()
     out_dir = args.out or ROOT / "rendered" / profile
-    out_dir.mkdir(parents=True, exist_ok=True)
-    timings_file = out_dir / "timings.json"
-    timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
-    names = {name: key for key, name in mapping.notebooks.items()}
+    # everything that could stop the run is checked before the first notebook executes
+    try:
+        folder = OutputFolder(out_dir, COMMAND, own_default=args.out is None)
+        size = sum(path.stat().st_size for path in to_run)
+        stored = sum((args.notebooks / name).stat().st_size for key, name in mapping.notebooks.items()
+                     if notebooks[key] is not None)
+        names = [path.name for path in to_run] + ([TIMINGS] if to_run else []) + report_names(mapping, out_dir)
+        # room for the executed notebooks (their size again, at least) and the report (about the notebooks' size)
+        folder.check(names, replace=args.replace, need_bytes=2 * size + stored)
+        if args.inplace:
+            for parent in sorted({path.parent for path in to_run}):
+                try:
+                    atomic.check_folder(parent, size)
+                except atomic.WriteError as error:
+                    raise FolderError(f"--inplace: {error}") from None
+        timings = read_timings(out_dir / TIMINGS) if to_run else {}
+    except FolderError as err:
+        sys.exit(f"error: {err}")
+    remove_leftovers(folder, names, to_run, args.inplace)
+
+    keys = {name: key for key, name in mapping.notebooks.items()}
     for path in to_run:
         print(f"[{profile}] executing {path.name} ...", flush=True)
         try:
@@ -86,15 +176,37 @@ def main(argv=None) -> None:
             sys.exit(f"error: {path.name} failed ({err.ename}: {err.evalue}); nothing was written for it.")
         timings[path.name] = seconds
         print(f"[{profile}] {path.name}: {seconds:.1f} s", flush=True)
-        write_atomic(notebook, out_dir / path.name)
+        failures, written = [], False
+        try:
+            with atomic.Batch() as batch:
+                write_atomic(notebook, out_dir / path.name, batch)
+                batch.write_text(out_dir / TIMINGS, json.dumps(timings, indent=1) + "\n")
+                folder.commit(batch, "executed notebooks", replace_group=False)
+            written = True
+        except atomic.WriteError as error:
+            failures.append(str(error))
         if args.inplace:
-            write_atomic(notebook, path)
-        timings_file.write_text(json.dumps(timings, indent=1))
-        if path.name in names:
-            notebooks[names[path.name]] = notebook
-    found = report.build(notebooks, out_dir, f"Diffusion workbook: deliverables of {args.notebooks.resolve().name}/ "
-                                             f"(profile {profile})", mapping)
+            try:
+                write_atomic(notebook, path)
+                written = True
+            except atomic.WriteError as error:
+                failures.append(str(error))
+        if failures:
+            saved = None if written else salvage(notebook, path.name)
+            sys.exit("error: " + " ".join(failures) + (f" The executed notebook was saved to {saved} instead."
+                                                        if saved else ""))
+        if path.name in keys:
+            notebooks[keys[path.name]] = notebook
+    title = f"Diffusion workbook: deliverables of {args.notebooks.resolve().name}/ (profile {profile})"
+    try:
+        with atomic.Batch() as batch:
+            found = report.build(notebooks, out_dir, title, mapping, batch)
+            unexpected = folder.unrecorded(folder.relative(p) for p in batch.written)
+            if unexpected and not (args.replace or folder.own_default):
+                folder.check([folder.relative(p) for p in batch.written])   # raises: names them
+            folder.commit(batch, "report")
+    except (FolderError, atomic.WriteError) as err:
+        sys.exit(f"error: {err}")
     print(f"report: {out_dir / 'index.html'} ({len(mapping.deliverables)} deliverables)")
     if found:
         sys.exit("error: " + "; ".join(found))
-

@@ -11,6 +11,11 @@ show each deliverable, and the `[[answer]]` tables of written answers). `build` 
     figures/        the PNG outputs, named <notebook>-<cell id>-<k>.png
     style.css
 
+The files are written beside their targets and swapped in together when all are written
+(`helpers.foundation.atomic.Batch`), so a full disk or an error leaves the previous report whole. `build` deletes
+nothing: removing the files of an earlier report that this one no longer writes is the command's job, from the
+manifest of what it wrote (`instructor.output_folder`); a figure of the user's in ``figures/`` is never touched.
+
 Nothing is executed: the notebooks must already hold their outputs. Missing outputs (and written answers
 still holding nbgrader's stub "YOUR ANSWER HERE") are shown in red in the table and returned by `build` as
 problems, so a student's submission is graded the same way.
@@ -54,7 +59,6 @@ import copy
 import hashlib
 import html
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +69,7 @@ from nbconvert import HTMLExporter
 from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 from pygments.formatters import HtmlFormatter
 
-from helpers.foundation.atomic import write_bytes, write_text
+from helpers.foundation.atomic import Batch
 
 ROOT = Path(__file__).resolve().parent.parent
 MAPPING = ROOT / "notebooks" / "deliverables.toml"
@@ -386,19 +390,19 @@ def _figure_name(stem: str, cell, index: int, k: int) -> str:
     return f"figures/{stem}-{safe}-{k}.png"
 
 
-def _export(stem: str, notebook, out_dir: Path) -> dict[str, list[str]]:
-    """Write stem.html with its PNGs as files under figures/; return cell id -> the figure paths."""
+def _export(stem: str, notebook, out_dir: Path, batch: Batch) -> dict[str, list[str]]:
+    """Write stem.html with its PNGs as files under figures/ (into `batch`); return cell id -> the figure paths."""
     notebook = static_copy(notebook)
     paths = {}
     for index, cell in enumerate(notebook.cells):
         for k, output in enumerate(o for o in cell.get("outputs", ()) if "image/png" in o.get("data", {})):
             name = _figure_name(stem, cell, index, k)
-            write_bytes(out_dir / name, base64.b64decode(output["data"]["image/png"]))
+            batch.write_bytes(out_dir / name, base64.b64decode(output["data"]["image/png"]))
             output.setdefault("metadata", {})["filenames"] = {"image/png": name}
             paths.setdefault(cell.get("id"), []).append(name)
     body, _ = _exporter().from_notebook_node(notebook)
-    write_text(out_dir / f"{stem}.html",
-               page(stem, f'<p><a href="index.html">&larr; all deliverables</a></p>{body}'))
+    batch.write_text(out_dir / f"{stem}.html",
+                     page(stem, f'<p><a href="index.html">&larr; all deliverables</a></p>{body}'))
     return paths
 
 
@@ -479,21 +483,26 @@ def _row(row: Deliverable, mapping: Mapping, notebooks: dict, figure_paths: dict
             f'<td class=shown>{html.escape(shown_on(mapping, notebooks, row.notebook))}</td></tr>')
 
 
-def build(notebooks: dict, out_dir: Path, title: str, mapping: Mapping | None = None) -> list[str]:
-    """Write the report for `notebooks` (key -> NotebookNode or None) into out_dir; return its problems."""
+def build(notebooks: dict, out_dir: Path, title: str, mapping: Mapping | None = None,
+          batch: Batch | None = None) -> list[str]:
+    """Write the report for `notebooks` (key -> NotebookNode or None) into out_dir; return its problems.
+
+    The files go into `batch` when one is given (the caller swaps them in, e.g. with its manifest), else into a
+    batch of their own, swapped in when all are written, index.html last. Nothing is deleted."""
+    if batch is None:
+        with Batch() as batch:
+            return build(notebooks, out_dir, title, mapping, batch)
     mapping = mapping or load_mapping()
     out_dir = Path(out_dir)
-    shutil.rmtree(out_dir / "figures", ignore_errors=True)
-    (out_dir / "figures").mkdir(parents=True)
-    figure_paths = {key: _export(Path(mapping.notebooks[key]).stem, nb, out_dir)
+    figure_paths = {key: _export(Path(mapping.notebooks[key]).stem, nb, out_dir, batch)
                     for key, nb in notebooks.items() if nb is not None}
-    write_text(out_dir / "style.css", STYLE + HtmlFormatter().get_style_defs(".highlight"))
+    batch.write_text(out_dir / "style.css", STYLE + HtmlFormatter().get_style_defs(".highlight"))
     found = problems(mapping, notebooks)
     issues = "".join(f"<li>{html.escape(p)}</li>" for p in found)
     rows = "\n".join(_row(row, mapping, notebooks, figure_paths) for row in mapping.deliverables)
     answers = (f" {len(mapping.answers)} written answers to grade are shown in their rows."
                if mapping.answers else "")
-    write_text(out_dir / "index.html", page(title,
+    batch.write_text(out_dir / "index.html", page(title,
         f"<h1>{html.escape(title)}</h1>"
         f"<p>{len(mapping.deliverables)} deliverables of the course documents, in their numbering "
         f"(Part A / Part B: Fun With Diffusion Models; HW: the flow-matching homework). A figure links to its "

@@ -25,6 +25,7 @@ less free space than the work needs.
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -83,6 +84,25 @@ def _error(error: BaseException, path: Path) -> BaseException:
 
 def _unique(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+LEFTOVER = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.tmp")
+
+
+def remove_leftovers(folder, names) -> list[Path]:
+    """Remove the temporaries that a kill left in `folder` for the files `names` (it can leave one only between
+    naming it and renaming it over its target); returns them. Call it only where no other process is writing
+    those files (under a lock, or in a folder that one command owns)."""
+    folder, names = Path(folder), set(names)
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            match = LEFTOVER.fullmatch(entry.name)
+            if match and match["name"] in names and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 def _can_link_descriptors() -> bool:

@@ -82,9 +82,7 @@ class TrainResult:
 
 
 LOCK_NAME = ".training.lock"
-# what write_atomic leaves only when killed between naming a temporary and renaming it (and the fixed name that
-# earlier versions used): removed under the run's lock, where no other process can be writing them
-_LEFT_BY_A_KILL = re.compile(r"\.(last|epoch_\d{3})\.pt(\.[0-9a-f]{8})?\.tmp")
+CHECKPOINT = re.compile(r"last\.pt|epoch_\d{3}\.pt")
 
 
 class RunBusy(RuntimeError):
@@ -145,10 +143,13 @@ def run_lock(run_dir: Path, wait: bool = False):
 
 
 def _remove_leftovers(run_dir: Path) -> None:
-    for path in run_dir.iterdir():
-        if _LEFT_BY_A_KILL.fullmatch(path.name) and path.is_file():
-            with contextlib.suppress(OSError):
-                path.unlink()
+    """Temporaries of this run's checkpoints that a kill left (write_atomic's, and the fixed .last.pt.tmp of
+    earlier versions); called under the run's lock, where no other process can be writing them."""
+    names = {match["name"] for path in run_dir.iterdir() if (match := atomic.LEFTOVER.fullmatch(path.name))
+             and CHECKPOINT.fullmatch(match["name"])}
+    atomic.remove_leftovers(run_dir, names)
+    with contextlib.suppress(OSError):
+        (run_dir / ".last.pt.tmp").unlink()
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
