@@ -129,11 +129,24 @@ def instructor_setup() -> str:
     return setup_cell(REPOSITORY_URL, clone_url=f"{REPOSITORY_URL}.git")
 
 
-def stale(folder: Path = NOTEBOOKS) -> list[str]:
-    """The notebooks whose badge or set-up cell differs from what this module builds."""
-    return [path.name for path in sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+def stale(folder: Path | None = None) -> list[str]:
+    """The notebooks of `folder` (default notebooks/) whose badge or set-up cell differs from what this module builds."""
+    return [path.name for path in sorted((folder or NOTEBOOKS).glob("[0-9][0-9]_*.ipynb"))
             if badge(path.name) not in first_markdown(notebook := read_notebook(path)).source
             or first_code(notebook).source != instructor_setup()]
+
+
+def rewrite(folder: Path | None = None) -> list[str]:
+    """Rewrite the badge line and set-up cell of the stale notebooks of `folder` (default notebooks/); their names."""
+    folder = folder or NOTEBOOKS
+    names = stale(folder)
+    for name in names:
+        notebook = read_notebook(folder / name)
+        cell = first_markdown(notebook)
+        cell.source = with_badge(cell.source, name)
+        first_code(notebook).source = instructor_setup()
+        write_atomic(notebook, folder / name)
+    return names
 
 
 def main(argv=None) -> None:
@@ -148,10 +161,5 @@ def main(argv=None) -> None:
             sys.exit(f"error: the Colab badge or set-up cell of {', '.join(names)} does not match {REPOSITORY_URL} "
                      f"(branch {BRANCH}): run `python -m instructor badges`.")
         return
-    for name in names:
-        notebook = read_notebook(NOTEBOOKS / name)
-        cell = first_markdown(notebook)
-        cell.source = with_badge(cell.source, name)
-        first_code(notebook).source = instructor_setup()
-        write_atomic(notebook, NOTEBOOKS / name)
+    for name in rewrite():
         print(f"badge and set-up cell written: {name}")
