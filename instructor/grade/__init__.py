@@ -10,17 +10,8 @@ sandbox runs, restarts), `replay` (visible checks decided outside), `hidden` (th
 `student_report` (the per-student report from stored outputs), `one` (grade-one), `gradebook` (`merge`),
 `cli` (grade).
 
-Where the data lives: in files, not in nbgrader's gradebook.db. Each hand-in's result is one plain JSON file,
-GRADES/results/<name>.json, written atomically by the process that graded it, so parallel workers and Slurm array
-tasks on other nodes never share a writer: there is no SQLite file to lock over NFS (SQLite's own documentation
-warns against it) and no server. `merge` rebuilds grades.csv (what an LMS uploads) and index.html from those
-files in a second, deterministically, so a local run and a Slurm array give byte-identical CSVs, a re-grade of
-one student replaces one file, and `git diff`/`diff` show what changed. nbgrader's gradebook would bring its
-formgrader for written answers, but it assumes nbgrader's own assignment layout (source/release/submitted
-folders, cell checksums) that this course's hand-in (notebooks plus helpers files, helpers.handin) does not use;
-its SQL schema ties each grade to a notebook cell, while ours are per exercise of a helpers file. The written
-answers are marked "to grade" in the CSV, with their text in each result file, for the instructor to grade in
-the LMS.
+Where the data lives: in files (one JSON per hand-in, merged into a CSV and a page), not in nbgrader's
+gradebook.db; `instructor.grade.gradebook` says why.
 """
 import functools
 import hashlib

@@ -10,6 +10,16 @@
   the page carries a Content-Security-Policy that forbids every script (default-src 'self'; script-src 'none').
 
 A result file that cannot be read becomes a row saying so; merge never stops on one student.
+
+Why files and not nbgrader's gradebook.db: each result is written once, atomically, by the one process that graded
+that hand-in (a local worker or a Slurm array task on any node), so there is no shared writer to lock: SQLite over
+NFS is what its own documentation warns against, and a server is one more thing to run. The merge is a pure
+function of the files, so the local run and the array give byte-identical CSVs, `--only NAME` replaces one file,
+and a diff shows what a re-grade changed. nbgrader's gradebook would bring formgrader for written answers, but it
+models grades per notebook cell of nbgrader's own assignment layout (source/release/submitted, checksummed grade
+cells); this course grades helpers files per exercise from its own hand-in archive (helpers.handin), so it would
+need a translation layer for little gain: the written answers are "to grade" in the CSV, their text in each
+result file, for the instructor to mark in the LMS.
 """
 import csv
 import html

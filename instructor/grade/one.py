@@ -74,7 +74,8 @@ def grade_one(archive: Path, out: Path, base: Path | None = None, caps: Caps = D
             result["manifest"] = {"release": manifest.release, "profile": manifest.profile, "device": manifest.device,
                                   "unexecuted": manifest.unexecuted, "stubs": manifest.stubs}
             timing["unpack_s"] = round(time.perf_counter() - start, 3)
-            base = base_module.ensure(Path(base) if base is not None else out / ".base")
+            if base is None or not (Path(base) / "helpers").is_dir():   # a base given ready is used as it is
+                base = base_module.ensure(Path(base) if base is not None else out / ".base")
             hidden_paths = [ROOT, out.resolve(), archive.resolve().parent, base.resolve(), *hide]
             run = autograde.run_tasks(scratch / "handin", base, scratch, caps,
                                       uid if uid is not None else default_uid(), hidden_paths)
@@ -139,8 +140,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m instructor grade-one", description=__doc__.split("\n")[0])
     parser.add_argument("archive", type=Path, help="the student's <name>.handin.zip")
     parser.add_argument("--out", type=Path, required=True, help="the gradebook folder (GRADES/)")
-    parser.add_argument("--base", type=Path, help="the released helpers to grade on (default: GRADES/.base, built "
-                                                  "once)")
+    parser.add_argument("--base", type=Path, help="a student edition to grade on (instructor.edition.build); used as "
+                                                  "it is when it holds helpers/, else built there (default: "
+                                                  "GRADES/.base, built once)")
     parser.add_argument("--uid", type=int, help="the unprivileged uid the sandbox runs as (default: 60000 + pid % 5000)")
     caps_arguments(parser)
     args = parser.parse_args(argv)

@@ -24,6 +24,11 @@ What the sandbox is (`command`):
 - caps (`Caps`), set by ``prlimit`` on the whole process tree: data segment (memory, per process), processes,
   open files, file size, CPU seconds, no core dumps; a clean environment (``--clearenv``) without GPUs.
 
+Memory is capped per process (RLIMIT_DATA: torch maps too much address space for RLIMIT_AS), so a sandbox holds
+at most `processes` x `memory_mib`; cgroups would cap the sum, but they are not portable: this machine mounts the
+v1 hierarchy (its v2 'unified' mount has no controllers), containers rarely delegate them, and a Slurm task already
+runs inside the cgroup of its --mem. The rlimits work wherever bubblewrap does.
+
 The wall-time caps, the output cap (stdout and stderr, counted as they are read and drained so a flood never
 blocks) and the result channel's cap are enforced by `Sandbox.run`, which kills the sandbox when one is passed.
 When bubblewrap, prlimit or setpriv is missing, `unavailable` says so in one sentence and nothing runs.
