@@ -321,6 +321,404 @@ mutant("3.1", "no room for the null label", conditional(classes=without_null), "
 mutant("3.1", "integer one-hot vectors", conditional(classes=long_one_hot), "float one-hot")
 
 
+# ---- 2.2 the flow-matching loss (written from the exercise's statement, one change each) ----------------------
+def fm_loss(model, x0, labels=None, p_uncond=0.1, time_sampling="uniform", x1=None, change=None):
+    n = x0.shape[0]
+    if x1 is None or change == "ignores x1":
+        x1 = torch.rand_like(x0) if change == "uniform noise" else torch.randn_like(x0)
+    if time_sampling == "logit_normal" and change != "ignores time_sampling":
+        t = torch.sigmoid(torch.rand(n) if change == "sigmoid of uniform" else torch.randn(n))
+    else:
+        t = torch.randn(n).abs() if change == "normal times" else torch.rand(n)
+    t = t[:1].expand(n) if change == "one time" else t
+    tb = t.view(-1, 1, 1, 1)
+    x_t = tb * x0 + (1 - tb) * x1 if change == "swapped" else (1 - tb) * x0 + tb * x1
+    if change == "unscaled data":
+        x_t = x0 + tb * x1
+    target = {"sign": x0 - x1, "noise only": x1, "data": x0, "second noise": torch.randn_like(x0) - x0}.get(change,
+                                                                                                        x1 - x0)
+    time_input = tb if change == "t as a column" else t
+    if labels is None:
+        prediction = model(x_t, time_input)
+    else:
+        null = 0 if change == "null is 0" else model.config["num_classes"]
+        p = 1 - p_uncond if change == "1 - p" else p_uncond
+        drop = torch.rand(n) < p if change != "one coin" else (torch.rand(1) < p).expand(n)
+        prediction = model(x_t, time_input, torch.where(drop, torch.full_like(labels, null), labels))
+    if change == "sum":
+        return (prediction - target).pow(2).sum()
+    if change == "per image sum":
+        return (prediction - target).pow(2).flatten(1).sum(1).mean()
+    return F.mse_loss(prediction, target)
+
+
+def fm_changed(change):
+    return lambda *args, **kwargs: fm_loss(*args, **kwargs, change=change)
+
+
+def fm_loss_written_otherwise(model, x0, labels=None, p_uncond=0.1, time_sampling="uniform", x1=None):
+    noise = torch.randn(x0.shape, dtype=x0.dtype) if x1 is None else x1
+    t = flow_matching.training_times(len(x0), x0.device, x0.dtype, time_sampling)
+    x_t = x0 + t[:, None, None, None] * (noise - x0)
+    if labels is not None:
+        labels = flow_matching.drop_labels(labels, p_uncond, model.config["num_classes"])
+        return ((model(x_t, t, labels) - (noise - x0)) ** 2).mean()
+    return ((noise - x0 - model(x_t, t)) ** 2).mean()
+
+
+correct("2.2", "reference", flow_matching.loss)
+correct("2.2", "written otherwise", fm_loss_written_otherwise)
+correct("2.2", "from the statement", fm_loss)
+for change, match in (("sign", "wrong sign"), ("noise only", "misses the data term"), ("data", "regresses the data"),
+                      ("swapped", "swapped"), ("unscaled data", "without scaling the data down"),
+                      ("ignores x1", "ignores the x1 it is given"), ("one time", "independently for each sample"),
+                      ("normal times", "from 0|\\[0, 1\\]"), ("uniform noise", "standard normal"),
+                      ("second noise", "other noise than x_t"), ("t as a column", "shape \\[64\\]"),
+                      ("sum", "sums the squared errors: take their mean"), ("per image sum", "mean over pixels"),
+                      ("ignores time_sampling", "ignores time_sampling"), ("sigmoid of uniform", "sigmoid"),
+                      ("null is 0", "null label .* not 0"), ("1 - p", "1 - p_uncond instead"),
+                      ("one coin", "drop each label on its own|no label was dropped")):
+    mutant("2.2", change, fm_changed(change), match)
+
+
+def fm_labels_in_place(model, x0, labels=None, p_uncond=0.1, time_sampling="uniform", x1=None):
+    if labels is not None:
+        labels[torch.rand(len(labels)) < p_uncond] = model.config["num_classes"]
+    return fm_loss(model, x0, labels, 0.0, time_sampling, x1)
+
+
+mutant("2.2", "labels dropped in place", fm_labels_in_place, "in place")
+mutant("2.2", "labels not passed", lambda model, x0, labels=None, **kw: fm_loss(model, x0, **kw), "must be given labels")
+
+
+# ---- 2.3 the Euler step ---------------------------------------------------------------------------------------
+def euler(velocity, x, t, h, labels=None, at=lambda t, h: t, step=lambda x, h, v: x - h * v):
+    return step(x, h, velocity(x, at(t, h), labels))
+
+
+def heun(velocity, x, t, h, labels=None):
+    return samplers.heun_step(velocity, x, t, h, labels)
+
+
+def euler_in_place(velocity, x, t, h, labels=None):
+    return x.sub_(h * velocity(x, t, labels))
+
+
+correct("2.3", "reference", samplers.euler_step)
+correct("2.3", "keyword labels, h as a negative dt",
+        lambda velocity, x, t, h, labels=None: x + (-h) * velocity(x, t, labels=labels))
+mutant("2.3", "at t - h", lambda v, x, t, h, labels=None: euler(v, x, t, h, labels, at=lambda t, h: t - h), "t - h")
+mutant("2.3", "at 1 - t", lambda v, x, t, h, labels=None: euler(v, x, t, h, labels, at=lambda t, h: 1 - t), "1 - t")
+mutant("2.3", "wrong way", lambda v, x, t, h, labels=None: euler(v, x, t, h, labels, step=lambda x, h, v: x + h * v),
+       "wrong way")
+mutant("2.3", "no step size", lambda v, x, t, h, labels=None: euler(v, x, t, h, labels, step=lambda x, h, v: x - v),
+       "scale it by the step size")
+mutant("2.3", "the change alone", lambda v, x, t, h, labels=None: euler(v, x, t, h, labels,
+                                                                        step=lambda x, h, v: -h * v), "change alone")
+mutant("2.3", "labels dropped", lambda v, x, t, h, labels=None: v(x, t) * -h + x, "pass the labels")
+mutant("2.3", "a Heun step", heun, "evaluated 2 times")
+mutant("2.3", "x changed in place", euler_in_place, "in place")
+
+
+# ---- 3.2 classifier-free guidance -----------------------------------------------------------------------------
+def cfg(model, gamma=5.0, combine=lambda c, u, g: u + g * (c - u), null=None, batched=True, no_labels=False):
+    def velocity(x, t, labels):
+        empty = torch.full_like(labels, model.config["num_classes"] if null is None else null)
+        if batched:
+            c, u = model(torch.cat([x, x]), t, torch.cat([labels, empty])).chunk(2)
+        else:
+            c, u = model(x, t, labels), model(x, t, None if no_labels else empty)
+        return combine(c, u, gamma)
+    return velocity
+
+
+def cfg_in_place(model, gamma=5.0):
+    def velocity(x, t, labels):
+        c = model(x, t, labels)
+        labels.fill_(model.config["num_classes"])
+        return c + (gamma - 1) * (c - model(x, t, labels))
+    return velocity
+
+
+correct("3.2", "reference", guidance.classifier_free)
+correct("3.2", "two calls, weights gamma and 1 - gamma",
+        lambda m, g=5.0: cfg(m, g, combine=lambda c, u, g: g * c + (1 - g) * u, batched=False))
+correct("3.2", "one batched call", cfg)
+mutant("3.2", "starts from the conditional", lambda m, g=5.0: cfg(m, g, lambda c, u, g: c + g * (u - c)),
+       "unconditional velocity with weight gamma instead of 1 - gamma")
+mutant("3.2", "1 + gamma", lambda m, g=5.0: cfg(m, g, lambda c, u, g: (1 + g) * c - g * u), "1 \\+ gamma")
+mutant("3.2", "no base term", lambda m, g=5.0: cfg(m, g, lambda c, u, g: g * (c - u)), "misses its base term")
+mutant("3.2", "gamma times the conditional", lambda m, g=5.0: cfg(m, g, lambda c, u, g: g * c),
+       "leaves the unconditional one out")
+mutant("3.2", "null label 0", lambda m, g=5.0: cfg(m, g, null=0), "null label .* not 0")
+mutant("3.2", "null label 10 hard-coded", lambda m, g=5.0: cfg(m, g, null=10), "\\(4\\), not 10")
+mutant("3.2", "no labels for the unconditional", lambda m, g=5.0: cfg(m, g, batched=False, no_labels=True),
+       "without labels")
+mutant("3.2", "labels changed in place", cfg_in_place, "in place")
+
+
+# ---- 4.1-4.8 diffusion ----------------------------------------------------------------------------------------
+def forward_with(change=None):
+    def forward(x0, t, alphas_cumprod, noise=None, generator=None):
+        if noise is None or change == "ignores noise":
+            noise = torch.randn(x0.shape) if change == "global RNG" else torch.randn(x0.shape, generator=generator)
+        a = alphas_cumprod[t - 1 if change == "t - 1" else t]
+        weights = {"no roots": (a, 1 - a), "swapped": ((1 - a).sqrt(), a.sqrt()), "noise root": (a.sqrt(), 1 - a),
+                   "x0 unscaled": (1.0, (1 - a).sqrt()), "no noise": (a.sqrt(), 0.0)}
+        x_weight, noise_weight = weights.get(change, (a.sqrt(), (1 - a).sqrt()))
+        return x_weight * x0 + noise_weight * noise
+    return forward
+
+
+def forward_otherwise(x0, t, alphas_cumprod, noise=None, generator=None):
+    eps = noise if noise is not None else torch.empty_like(x0).normal_(generator=generator)
+    return torch.lerp(eps * (1 - alphas_cumprod[t]) ** 0.5, x0, 1.0) * 0 + \
+        alphas_cumprod[t] ** 0.5 * x0 + torch.sqrt(1 - alphas_cumprod[t]) * eps
+
+
+correct("4.1", "reference", diffusion.forward)
+correct("4.1", "written otherwise", forward_otherwise)
+for change, match in (("no roots", "each weight needs its square root"), ("t - 1", "t - 1 instead of t"),
+                      ("swapped", "swaps the weights"), ("noise root", "noise's weight is missing its square root"),
+                      ("x0 unscaled", "x0 is not scaled down"), ("no noise", "noise term is missing"),
+                      ("ignores noise", "ignores the noise it is given"), ("global RNG", "from the `generator`")):
+    mutant("4.1", change, forward_with(change), match)
+
+
+def estimate_with(change=None):
+    def estimate_x0(x_t, t, eps, alphas_cumprod):
+        a = alphas_cumprod[t - 1 if change == "t - 1" else t]
+        if change == "plus":
+            return (x_t + (1 - a).sqrt() * eps) / a.sqrt()
+        if change == "no root":
+            return (x_t - (1 - a).sqrt() * eps) / a
+        if change == "noise root":
+            return (x_t - (1 - a) * eps) / a.sqrt()
+        if change == "no division":
+            return x_t - (1 - a).sqrt() * eps
+        return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+    return estimate_x0
+
+
+correct("4.2", "reference", diffusion.estimate_x0)
+correct("4.2", "written otherwise", lambda x_t, t, eps, ac: ac[t].rsqrt() * x_t - ((1 - ac[t]) / ac[t]).sqrt() * eps)
+for change, match in (("plus", "subtract it"), ("no root", "instead of its square root"), ("t - 1", "t - 1 instead"),
+                      ("noise root", "missing its square root"), ("no division", "does not divide")):
+    mutant("4.2", change, estimate_with(change), match)
+
+
+def step_with(change=None):
+    """ddpm_step written from the course's formulas, with one change."""
+    def ddpm_step(x_t, t, t_prev, eps, alphas_cumprod, predicted=None, generator=None):
+        t_prev = t - 1 if change == "t - 1" else t_prev
+        a_t, a_p = alphas_cumprod[t], alphas_cumprod[t_prev]
+        alpha = a_t / alphas_cumprod[t - 1] if change == "one-step alpha" else a_t / a_p
+        beta = 1 - alpha
+        x0 = diffusion.estimate_x0(x_t, t, eps, alphas_cumprod)
+        x0 = {"clipped": x0.clamp(-1, 1), "eps as x0": eps}.get(change, x0)
+        p, q = a_p.sqrt() * beta / (1 - a_t), alpha.sqrt() * (1 - a_p) / (1 - a_t)
+        p, q = (q, p) if change == "swapped" else (p, q)
+        mean = p * x0 + q * x_t
+        if change == "no noise":
+            return mean
+        if change == "beta variance":
+            return mean + beta.sqrt() * torch.randn(x_t.shape, generator=generator)
+        if change == "variance as std":
+            return mean + torch.exp(diffusion.posterior_log_variance(t, t_prev, alphas_cumprod, predicted)) * \
+                torch.randn(x_t.shape, generator=generator)
+        return diffusion.add_variance(mean, t, t_prev, alphas_cumprod, None if change == "ignores predicted" else
+                                      predicted, None if change == "global RNG" else generator)
+    return ddpm_step
+
+
+correct("4.3", "reference", diffusion.ddpm_step)
+correct("4.3", "from the course's formulas", step_with())
+for change, match in (("t - 1", "went to t - 1"), ("one-step alpha", "one-step alpha"),
+                      ("clipped", "clips x0_hat"), ("eps as x0", "in place of x0_hat"), ("swapped", "swaps the weights"),
+                      ("no noise", "adds no noise"), ("beta variance", "beta as its variance"),
+                      ("variance as std", "scaled by the variance itself"), ("ignores predicted", "ignores the predicted"),
+                      ("global RNG", "from `generator`")):
+    mutant("4.3", change, step_with(change), match)
+
+
+def denoise_with(change=None):
+    """iterative_denoise written from the exercise's statement, with one change."""
+    def iterative_denoise(estimate, x, i_start, timesteps, alphas_cumprod, generator=None, after_step=None,
+                          return_trajectory=False):
+        start = {"late": i_start + 1, "from 0": 0}.get(change, i_start)
+        stop = len(timesteps) - (2 if change == "early" else 1)
+        trajectory = [] if change == "no start" else [x]
+        for i in range(start, stop):
+            t = timesteps[i]
+            t_prev = t - 30 if change == "stride 30" else timesteps[i + 1]
+            eps, predicted = estimate(x, t)
+            x = diffusion.ddpm_step(x, t, t_prev, eps, alphas_cumprod, None if change == "drops predicted" else
+                                    predicted, None if change == "no generator" else generator)
+            if after_step is not None and change != "no after_step":
+                edited = after_step(x, t if change == "after at t" else t_prev)
+                x = x if change == "edit ignored" else edited
+            trajectory.append(x)
+        return (x, trajectory) if return_trajectory or change == "always pairs" else x
+    return iterative_denoise
+
+
+correct("4.4", "reference", diffusion.iterative_denoise)
+correct("4.4", "from the statement", denoise_with())
+for change, match in (("late", "one step late"), ("from 0", "ignores i_start"), ("early", "one step early"),
+                      ("no after_step", "never called"), ("after at t", "the step started from"),
+                      ("edit ignored", "what after_step returned"), ("no start", "entries|first entry"),
+                      ("stride 30", "after_step was called at"), ("drops predicted", "predicted variance on"),
+                      ("no generator", "pass the generator on"), ("always pairs", "return x alone")):
+    mutant("4.4", change, denoise_with(change), match)
+
+
+def sdedit_with(change=None):
+    def sdedit(estimate, image, i_start, timesteps, alphas_cumprod, generator=None):
+        t = {"index as t": i_start, "from the top": timesteps[0]}.get(change, timesteps[i_start])
+        noise = torch.randn(image.shape, generator=None if change == "global RNG" else generator)
+        x = image + (1 - alphas_cumprod[t]).sqrt() * noise if change == "unscaled" else \
+            diffusion.forward(image, t, alphas_cumprod, noise=noise)
+        x = image if change == "not noised" else x
+        return diffusion.iterative_denoise(estimate, x, 0 if change == "starts at 0" else i_start, timesteps,
+                                           alphas_cumprod, generator)
+    return sdedit
+
+
+correct("4.5", "reference", diffusion.sdedit)
+correct("4.5", "from the statement", sdedit_with())
+for change, match in (("index as t", "an index"), ("from the top", "noised to timesteps\\[0\\] = 990 instead"),
+                      ("not noised", "as it is"), ("starts at 0", "timesteps\\[0\\]"),
+                      ("unscaled", "without scaling the image down"), ("global RNG", "same seed differ")):
+    mutant("4.5", change, sdedit_with(change), match)
+
+
+def inpaint_with(change=None):
+    def inpaint(estimate, image, mask, timesteps, alphas_cumprod, generator=None, return_trajectory=False):
+        mask = mask.to(image.dtype)
+        mask = 1 - mask if change == "inverted" else mask
+        rng = None if change == "global RNG" else generator
+
+        def keep(x, t):
+            known = image if change == "clean" else diffusion.forward(image, t, alphas_cumprod, generator=rng)
+            return mask * x + (1 - mask) * known
+
+        def late(x, t):
+            previous = timesteps[timesteps.index(t) - 1]
+            return keep(x, previous)
+        start = image.clone() if change == "from the image" else torch.randn(image.shape, generator=generator)
+        start = keep(start, timesteps[0])
+        after = {"late": late, "once": None}.get(change, keep)
+        return diffusion.iterative_denoise(estimate, start, 0, timesteps, alphas_cumprod, generator, after,
+                                           return_trajectory)
+    return inpaint
+
+
+correct("4.6", "reference", diffusion.inpaint)
+correct("4.6", "from the statement", inpaint_with())
+for change, match in (("inverted", "mask = 1 marks what the model paints"), ("clean", "pasted clean"),
+                      ("late", "the step's start"), ("from the image", "start from pure noise"),
+                      ("once", "only at the start"), ("global RNG", "same seed differ")):
+    mutant("4.6", change, inpaint_with(change), match)
+
+
+def anagram_with(change=None):
+    def anagram(estimates, views):
+        def estimate(x, t):
+            pairs = [(e, views[0] if change == "first view" else v) for e, v in zip(estimates, views)]
+            if change == "apply back":
+                found = [v.apply(e(v.inverse(x), t)[0]) for e, v in pairs]
+            elif change == "no inverse":
+                found = [e(v.apply(x), t)[0] for e, v in pairs]
+            else:
+                found = [v.inverse(e(v.apply(x), t + (1 if change == "t + 1" else 0))[0]) for e, v in pairs]
+            total = torch.stack(found).sum(0)
+            return {"sum": total, "halves": total / 2}.get(change, total / len(found)), None
+        return estimate
+    return anagram
+
+
+correct("4.7", "reference", diffusion.anagram)
+correct("4.7", "summed in a loop", anagram_with())
+for change, match in (("no inverse", "mapped back by the view's inverse"), ("sum", "average them"),
+                      ("apply back", "looks through each view's inverse"), ("halves", "instead of the number of views"),
+                      ("first view", "first view"), ("t + 1", "pass t on unchanged")):
+    mutant("4.7", change, anagram_with(change), match)
+
+
+def hybrid_with(change=None):
+    def hybrid(low, high, kernel_size=33, sigma=2.0):
+        k, s = (33, 2.0) if change == "fixed blur" else (kernel_size, sigma)
+
+        def estimate(x, t):
+            e_low, e_high = low(x, t)[0], high(x, t)[0]
+            e_low, e_high = (e_high, e_low) if change == "swapped" else (e_low, e_high)
+            low_part = e_low if change == "low unblurred" else diffusion.low_pass(e_low, k, s)
+            high_part = {"no high pass": e_high, "wrong blur": e_high - diffusion.low_pass(e_low, k, s)}.get(
+                change, e_high - diffusion.low_pass(e_high, k, s))
+            total = low_part + high_part
+            return (total / 2 if change == "halved" else total), None
+        return estimate
+    return hybrid
+
+
+correct("4.8", "reference", diffusion.hybrid)
+correct("4.8", "one blur of the difference", lambda low, high, kernel_size=33, sigma=2.0: (
+    lambda x, t: (high(x, t)[0] + diffusion.low_pass(low(x, t)[0] - high(x, t)[0], kernel_size, sigma), None)))
+for change, match in (("swapped", "swapped"), ("no high pass", "own low frequencies"),
+                      ("wrong blur", "instead of the high estimate's own"), ("low unblurred", "not blurred"),
+                      ("halved", "halves the sum"), ("fixed blur", "ignores kernel_size and sigma")):
+    mutant("4.8", change, hybrid_with(change), match)
+
+
+# ---- 5.1, 5.2 ideal machines ---------------------------------------------------------------------------------
+def is_with(change=None):
+    def ideal_denoiser(x_t, t, train, chunk=None):
+        keys = train.flatten(1)
+        distance = torch.cdist(x_t.flatten(1), (1 - t) * keys).pow(2)
+        temperature = {"2 t": 2 * t, "no temperature": 1.0}.get(change, 2 * t ** 2)
+        if change == "unscaled data":
+            distance = torch.cdist(x_t.flatten(1), keys).pow(2)
+        if change == "t as signal":
+            distance = torch.cdist(x_t.flatten(1), t * keys).pow(2)
+        weights = torch.softmax(-distance / temperature, dim=0 if change == "wrong axis" else 1)
+        if change == "nearest":
+            weights = F.one_hot(distance.argmin(1), len(train)).to(x_t.dtype)
+        out = (weights @ keys).view_as(x_t)
+        return {"mean": train.mean(0, keepdim=True).expand_as(x_t), "velocity": (x_t - out) / t}.get(change, out)
+    return ideal_denoiser
+
+
+correct("5.1", "reference", ideal.ideal_denoiser)
+correct("5.1", "softmax over cdist", is_with())
+for change, match in (("mean", "plain training mean"), ("nearest", "nearest training image"), ("2 t", "divides by 2 t"),
+                      ("no temperature", "no temperature"), ("unscaled data", "instead of with x0_n scaled"),
+                      ("t as signal", "by t instead of 1 - t"), ("velocity", "returns the velocity"),
+                      ("wrong axis", "runs over the batch")):
+    mutant("5.1", change, is_with(change), match)
+
+
+def els_with(change=None):
+    def els_denoiser(x_t, t, train, patch_size, chunk=None, group=64, deduplicate=False):
+        p = patch_size
+        mode = "constant" if change == "zero padding" else "circular"
+        queries = F.unfold(F.pad(x_t, [p // 2] * 4, mode=mode), p).transpose(1, 2)             # [B, HW, P*P]
+        source = F.pad(train, [p // 2] * 4, mode="circular") if change == "padded keys" else train
+        keys = F.unfold(source, p).transpose(1, 2).reshape(-1, p * p)                            # [K, P*P]
+        values = keys.mean(1) if change == "whole patch" else keys[:, (p * p) // 2]
+        temperature = 2 * t if change == "2 t" else 2 * t ** 2
+        logits = -torch.cdist(queries, (1 - t) * keys.expand(len(x_t), -1, -1)).pow(2) / temperature
+        return (torch.softmax(logits, -1) @ values).view_as(x_t)
+    return els_denoiser
+
+
+correct("5.2", "reference", ideal.els_denoiser)
+correct("5.2", "one softmax over unfolded patches", els_with())
+for change, match in (("zero padding", "circularly"), ("whole patch", "centre pixel"), ("2 t", "divides by 2 t"),
+                      ("padded keys", "wrap around")):
+    mutant("5.2", change, els_with(change), match)
+mutant("5.2", "LS instead of ELS", lambda x, t, train, p, **kw: ideal.local_denoiser(x, t, train, p), "every location")
+
+
 # ---- the suite ----------------------------------------------------------------------------------------------
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -355,3 +753,34 @@ def test_mutant_fails_naming_its_mistake(key, name, candidate, match):
     assert "\n" not in sentence and ". " not in sentence.rstrip("."), f"not one sentence: {sentence}"
     for line in solution_lines(key):
         assert line not in sentence, f"{key} {name} prints the solution's line {line!r}"
+
+
+REPLAYED = {"1.2": "ReLU", "1.3": "first skip dropped", "2.1": "1 - t", "3.1": "null label as class 0"}
+
+
+def replayed(key: str, candidate) -> tuple[str | None, tuple[bool, str]]:
+    """(the check's sentence on the recorded candidate, the class grader's verdict on replaying that record
+    against the reference, instructor.grade.replay)."""
+    from instructor.grade import replay
+    from instructor.grade.inside import record, runner
+    reference = CORRECT[key][0][1]
+    recorder = record.Recorder()
+    if isinstance(candidate, (types.ModuleType, types.SimpleNamespace)):
+        wrapped = runner.Namespace(candidate, recorder)
+    else:
+        wrapped = recorder.student(candidate, "K" if isinstance(candidate, type) else "F")
+    inside = verdict(key, wrapped)
+    events = json.loads(json.dumps(recorder.events))
+    return inside, replay.verdict(check_of(key), reference, events)
+
+
+@pytest.mark.parametrize("key", [e.key for e in EXERCISES])
+def test_replay_gives_the_same_verdict(key, capsys):
+    """The class grader replays a check from the record of the student's code: every check must drive that code
+    by calls only, so that the replay reaches the same verdict, for the reference and for a wrong answer."""
+    inside, (passed, sentence) = replayed(key, CORRECT[key][0][1])
+    assert inside is None and passed, f"{key} reference: {inside} / {sentence}"
+    name = REPLAYED.get(key, MUTANTS[key][0][0])
+    candidate = next(c for n, c, _ in MUTANTS[key] if n == name)
+    inside, (passed, sentence) = replayed(key, candidate)
+    assert inside is not None and not passed and sentence == inside, f"{key} {name}: {inside!r} / {sentence!r}"
