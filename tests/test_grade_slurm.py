@@ -8,10 +8,12 @@ import argparse
 import csv
 import dataclasses
 import io
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -171,10 +173,15 @@ def test_a_task_without_a_result_becomes_its_students_zero_row(tmp_path):
     one._write(grades / "results" / "ann.json", {"student": "ann", "sha256": "a" * 64, "grader": grader_version(),
                                                   "refused": None, "exercises": {}, "missing": [], "written": [],
                                                   "tampering": []})
+    before = slurm.signatures(items, grades)           # ann's old result is not a task's result
+    assert slurm.record_failures(items, grades, "7", {}, before).keys() == {"ann", "bob"}
+    one._write(grades / "results" / "ann.json", {"student": "ann", "sha256": "a" * 64, "grader": "another version",
+                                                  "refused": None, "exercises": {}, "missing": [], "written": [],
+                                                  "tampering": []})
     log = grades / "slurm" / "logs" / "7_1.out"
     log.parent.mkdir(parents=True)
     log.write_text("starting\nslurmstepd: error: *** JOB 8 ON localhost CANCELLED DUE TO TIME LIMIT ***\n")
-    failed = slurm.record_failures(items, grades, "7", {0: "COMPLETED, exit 0:0", 1: "TIMEOUT, exit 0:15"})
+    failed = slurm.record_failures(items, grades, "7", {0: "COMPLETED, exit 0:0", 1: "TIMEOUT, exit 0:15"}, before)
     assert list(failed) == ["bob"]
     assert "TIMEOUT, exit 0:15" in failed["bob"] and "CANCELLED DUE TO TIME LIMIT" in failed["bob"]
     merge(grades)
@@ -193,6 +200,36 @@ def test_refused_job_quotes_the_cluster(cluster, handins, tmp_path):
     assert "\n" not in message
 
 
+def _cancel_first_running_task(stop: threading.Event) -> None:
+    while not stop.is_set():
+        running = subprocess.run(["squeue", "-h", "-r", "--me", "-n", "grade-class", "-t", "RUNNING", "-o", "%i"],
+                                 capture_output=True, text=True).stdout.split()
+        if running:
+            subprocess.run(["scancel", running[0]], check=True)
+            return
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_task_slurm_ends_is_a_zero_row_naming_its_state_and_log(cluster, handins, tmp_path):
+    """A task cancelled while grading (as a time limit, a memory kill or a node failure would end it)."""
+    grades = tmp_path / "g"
+    stop = threading.Event()
+    canceller = threading.Thread(target=_cancel_first_running_task, args=(stop,))
+    canceller.start()
+    try:
+        outcome = slurm.run(handins, grades, only="student00", poll=0.5)
+    finally:
+        stop.set()
+        canceller.join()
+    assert list(outcome.failed) == ["student00"]
+    why = outcome.failed["student00"]
+    assert why.startswith("its Slurm array task ended without a result (CANCELLED")
+    assert f"{grades.resolve()}/slurm/logs/{outcome.job}_0.out: " in why and "CANCELLED AT" in why
+    row, = _rows(grades / "grades.csv")
+    assert row["status"] == f"refused: {why}" and row["total [80]"] == "0"
+
+
 @pytest.mark.slow
 def test_array_gradebook_equals_the_local_one(cluster, handins, tmp_path):
     local = tmp_path / "local"
@@ -203,8 +240,10 @@ def test_array_gradebook_equals_the_local_one(cluster, handins, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     array = tmp_path / "array"
     outcome = slurm.run(handins, array, max_running=2, poll=1.0)
-    print(f"\nclass of {CLASS}: local --jobs 2 {local_seconds:.1f} s, Slurm array {outcome.seconds:.1f} s "
-          f"(job {outcome.job})")
+    graded = {run: sum(json.loads(p.read_text())["seconds"] for p in (run / "results").glob("*.json"))
+              for run in (local, array)}
+    print(f"\nclass of {CLASS}: local --jobs 2 {local_seconds:.1f} s ({graded[local]:.1f} s in grade_one), "
+          f"Slurm array {outcome.seconds:.1f} s ({graded[array]:.1f} s in grade_one; job {outcome.job})")
     assert outcome.failed == {}
     assert len(list((array / "results").glob("*.json"))) == CLASS
     assert (array / "grades.csv").read_bytes() == (local / "grades.csv").read_bytes()

@@ -28,8 +28,8 @@ With ``--emit-only`` nothing more: on a cluster that shares this file system (sa
 
 Otherwise it builds the sandboxes' base (GRADES/.base, the released helpers) once, submits the script
 (``sbatch --parsable``; ``--sbatch-option`` adds an option such as ``--partition=short``), follows the array
-with ``squeue`` (a line each time the count of finished tasks changes), then reads each task's state with
-``scontrol``. A hand-in whose task left no current result (Slurm ended it for time, memory or a node failure,
+with ``squeue`` (a line each time the count of finished tasks changes), reading each task's final state with
+``scontrol`` as it ends. A hand-in whose task wrote no new result for its archive (Slurm ended it for time, memory or a node failure,
 or grade-one itself failed) gets the row a local run gives a grader failure: zero points, and as feedback the
 task's state and the last line of its log. Then the grader's own `merge` writes GRADES/grades.csv and
 GRADES/index.html, the function the local ``grade`` ends with, so both runs give the same bytes. Ctrl-C cancels
@@ -73,6 +73,7 @@ CAP_OPTIONS = {            # Caps field -> grade-one's option (instructor.grade.
     "exercise_s": "--exercise-seconds", "handin_s": "--handin-seconds", "startup_s": "--startup-seconds",
     "memory_mib": "--memory-mib", "processes": "--processes", "open_files": "--open-files",
     "output_mib": "--output-mib", "scratch_mib": "--scratch-mib"}
+LIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
 UNSAFE_IN_DIRECTIVE = re.compile(r"[\s%\"'\\]")   # an #SBATCH line is not shell: no quoting, and % is a pattern
 
 
@@ -223,29 +224,32 @@ def pending(job: str) -> dict[str, int]:
     return counts
 
 
-def task_states(job: str) -> dict[int, str]:
-    """Each array task's final state and exit code, e.g. "TIMEOUT, exit 0:15" (scontrol keeps them MinJobAge)."""
+def task_states(job: str, final_only: bool = False) -> dict[int, str]:
+    """Each array task's state and exit code, e.g. "TIMEOUT, exit 0:15"; `final_only`: only tasks that ended."""
     done = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=120)
     states = {}
     for line in done.stdout.splitlines():
         fields = dict(re.findall(r"(\w+)=(\S*)", line))
-        if fields.get("ArrayTaskId", "").isdigit():
-            states[int(fields["ArrayTaskId"])] = f"{fields.get('JobState', '?')}, exit {fields.get('ExitCode', '?')}"
+        state = fields.get("JobState", "?")
+        if fields.get("ArrayTaskId", "").isdigit() and not (final_only and state in LIVE_STATES):
+            states[int(fields["ArrayTaskId"])] = f"{state}, exit {fields.get('ExitCode', '?')}"
     return states
 
 
-def follow(job: str, total: int, poll: float, out=sys.stderr) -> None:
-    """Wait until no task of `job` is queued or running, printing a line when the finished count changes."""
-    last = None
+def follow(job: str, total: int, poll: float, out=sys.stderr) -> dict[int, str]:
+    """Wait until no task of `job` is queued or running, printing a line when the finished count changes; return
+    each task's final state, read with scontrol as tasks end (it forgets them MinJobAge after, 300 s by default)."""
+    last, states = None, {}
     while True:
         left = pending(job)
         finished = total - sum(left.values())
         if finished != last:
             print(f"array job {job}: {finished} of {total} hand-ins done, {left.get('RUNNING', 0)} running",
                   file=out, flush=True)
+            states.update(task_states(job, final_only=True))
             last = finished
         if not left:
-            return
+            return states
         time.sleep(poll)
 
 
@@ -257,13 +261,38 @@ def _last_line(log: Path) -> str:
     return lines[-1][:300] if lines else "an empty log"
 
 
-def record_failures(items: list, grades: Path, job: str, states: dict[int, str]) -> dict[str, str]:
-    """Write the failure row of every item whose task left no current result; return name -> why."""
-    from instructor.grade.cli import unchanged
+def _signature(path: Path) -> tuple[int, int] | None:
+    """Which file is at `path` now (a result is written by a rename, so a new one has a new inode)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def signatures(items: list, grades: Path) -> dict[str, tuple[int, int] | None]:
+    return {item.name: _signature(grades / "results" / f"{item.name}.json") for item in items}
+
+
+def _fresh(item, grades: Path, before) -> bool:
+    """Whether the task wrote `item`'s result: a new file since `before`, for this archive's bytes. The grader
+    version is not compared: the task's is what its checkout said when it ran."""
+    path = grades / "results" / f"{item.name}.json"
+    if _signature(path) in (None, before):
+        return False
+    try:
+        return json.loads(path.read_text()).get("sha256") == item.sha
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def record_failures(items: list, grades: Path, job: str, states: dict[int, str], before: dict) -> dict[str, str]:
+    """Write the failure row of every item whose task left no new result (`before`: `signatures` taken before
+    submitting); return name -> why."""
     from instructor.grade.one import _refused, _write
     failed = {}
     for task, item in enumerate(items):
-        if unchanged(item, grades):
+        if _fresh(item, grades, before.get(item.name)):
             continue
         log = grades.resolve() / "slurm" / "logs" / f"{job}_{task}.out"
         why = (f"its Slurm array task ended without a result ({states.get(task, 'state unknown')}; "
@@ -299,16 +328,18 @@ def run(handins: Path, grades: Path, max_running: int = 32, only: str | None = N
         _need(program)
     path = emit(items, grades, max_running, caps, cpus)
     base_module.ensure(grades / ".base")          # built once here, not raced for by the first tasks
+    before = signatures(items, grades)
     start = time.monotonic()
     job = submit(path, list(options))
     try:
-        follow(job, len(items), poll, out)
+        states = follow(job, len(items), poll, out)
     except KeyboardInterrupt:
         subprocess.run(["scancel", job], capture_output=True, timeout=60)
         raise SlurmError(f"interrupted: array job {job} cancelled; the results so far are in {grades / 'results'}, "
                          "and running grade-slurm again grades the rest.") from None
     seconds = time.monotonic() - start
-    failed = record_failures(items, grades, job, task_states(job))
+    states.update(task_states(job))
+    failed = record_failures(items, grades, job, states, before)
     merge(grades)
     return Outcome(job=job, seconds=seconds, graded=len(items), skipped=skipped, failed=failed,
                    lines=problems + summaries(items, grades))
