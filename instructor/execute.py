@@ -14,8 +14,8 @@ deliverable has no output.
 The output folder: render records the files it writes there in ``.manifest.json`` (`instructor.output_folder`).
 A rebuild replaces those, removes the report files it no longer writes, and leaves every other file alone (a
 user's figures/mine.png stays). It refuses, before executing anything, a folder that holds a file of a name it
-would write but did not write itself, unless given --replace (the default folder rendered/<profile>/ is its
-own); likewise a folder it cannot write, one without room for the notebooks, and a timings.json that is not its
+would write but did not write itself, unless given --replace, which also counts the report pages and figures
+already there under the report's names as its own (the default folder rendered/<profile>/ is its own); likewise a folder it cannot write, one without room for the notebooks, and a timings.json that is not its
 own JSON. Every file is written atomically with the user's normal mode (a temporary beside it, then a rename;
 the report's files are swapped in together once all are written), so an interruption or a full disk leaves the
 previous version whole; if an executed notebook cannot be written, it is saved under the system's temporary
@@ -90,10 +90,10 @@ def salvage(notebook: nbformat.NotebookNode, name: str) -> Path | None:
         return None
 
 
-def report_names(mapping: report.Mapping, folder: Path) -> list[str]:
-    """The files a report may write in `folder` that can be named before it is built: its pages, and the figures
-    already there under its naming (figures/<notebook>-...)."""
-    stems = [Path(name).stem for name in mapping.notebooks.values()]
+def report_names(mapping: report.Mapping, folder: Path, notebooks: dict) -> list[str]:
+    """The files a report of `notebooks` may write in `folder` that can be named before it is built: its pages,
+    and the figures already there under its naming (figures/<notebook>-...)."""
+    stems = [Path(name).stem for key, name in mapping.notebooks.items() if notebooks.get(key) is not None]
     names = ["index.html", "style.css", *(f"{stem}.html" for stem in stems)]
     figures = folder / "figures"
     if figures.is_dir():
@@ -147,13 +147,16 @@ def main(argv=None) -> None:
     else:
         profile = current_profile()
     out_dir = args.out or ROOT / "rendered" / profile
+    keys = {name: key for key, name in mapping.notebooks.items()}
     # everything that could stop the run is checked before the first notebook executes
     try:
         folder = OutputFolder(out_dir, COMMAND, own_default=args.out is None)
         size = sum(path.stat().st_size for path in to_run)
         stored = sum((args.notebooks / name).stat().st_size for key, name in mapping.notebooks.items()
                      if notebooks[key] is not None)
-        names = [path.name for path in to_run] + ([TIMINGS] if to_run else []) + report_names(mapping, out_dir)
+        present = {**notebooks, **{keys[path.name]: True for path in to_run if path.name in keys}}
+        pages = report_names(mapping, out_dir, present)
+        names = [path.name for path in to_run] + ([TIMINGS] if to_run else []) + pages
         # room for the executed notebooks (their size again, at least) and the report (about the notebooks' size)
         folder.check(names, replace=args.replace, need_bytes=2 * size + stored)
         if args.inplace:
@@ -166,8 +169,8 @@ def main(argv=None) -> None:
     except FolderError as err:
         sys.exit(f"error: {err}")
     remove_leftovers(folder, names, to_run, args.inplace)
-
-    keys = {name: key for key, name in mapping.notebooks.items()}
+    if args.replace or folder.own_default:   # the report's files already there count as its own: stale ones go
+        folder.adopt("report", pages)
     for path in to_run:
         print(f"[{profile}] executing {path.name} ...", flush=True)
         try:

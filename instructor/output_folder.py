@@ -77,6 +77,13 @@ class OutputFolder:
         recorded = self.recorded
         return sorted(name for name in set(names) if name not in recorded and os.path.lexists(self.path / name))
 
+    def adopt(self, group: str, names) -> None:
+        """Count the existing files among `names` as written by this command into `group` (with the user's leave:
+        --replace, or the command's own default folder), so that a rebuild also removes those it no longer writes."""
+        found = {name for name in names if (self.path / name).is_file() and name not in self.recorded}
+        if found:
+            self.groups.setdefault(group, set()).update(found)
+
     def check(self, names, replace: bool = False, need_bytes: int = 0, option: str = "--out") -> None:
         """Before any expensive work: the folder can be written with `need_bytes` free, and no file among `names`
         would be overwritten that this command did not write (unless `replace`, or the folder is its own default)."""

@@ -20,10 +20,10 @@ weights). `helpers.training.runs.load(..., weights="ema")` samples with it.
 
 One writer per run: while `train` runs, it holds the run folder's lock (``.training.lock``, `filelock`, which
 the kernel releases when the process ends, even by a kill; the file is removed when training ends, and left only
-by a kill). A second process (or thread) that trains the same
-folder meanwhile is refused with `RunBusy`, one sentence naming the holder's pid, host and command, unless it
-passes ``wait=True``: then it says whom it waits for and waits, and afterwards loads (or resumes) what the first
-one saved. Under the lock, temporaries of this run's checkpoints that a killed process left behind are removed.
+by a kill). A second process (or thread) that would train the same folder meanwhile is refused with `RunBusy`,
+one sentence naming the holder's pid, host and command, unless it passes ``wait=True``: then it says whom it
+waits for and waits, and afterwards loads (or resumes) what the first one saved. One that finds a finished
+checkpoint of its config loads it without waiting (two notebooks that load one classifier run side by side). Under the lock, temporaries of this run's checkpoints that a killed process left behind are removed.
 A run folder that cannot be written (a read-only copy of a finished run) is still loaded, without the lock; it
 cannot be trained, and says so before any training starts.
 
@@ -109,32 +109,42 @@ def holder(lock_file: Path) -> str:
 
 @contextlib.contextmanager
 def run_lock(run_dir: Path, wait: bool = False):
-    """Hold `run_dir`'s training lock for the block; yields False (no lock) when the folder cannot be written.
+    """Hold `run_dir`'s training lock for the block, which gets None; or, without the lock, the error to raise if
+    the run must be written (a finished run is still loaded without it):
 
-    Held by another process: `RunBusy` naming it, or with `wait` a line on stderr saying whom it waits for,
-    then the wait."""
+    - another process holds it: `RunBusy` naming the holder; with `wait`, a line on stderr saying whom it waits
+      for, then the wait, and the lock;
+    - the folder cannot be written (read-only, not the user's) but holds a checkpoint: a `WriteError`.
+    """
     run_dir = Path(run_dir)
     lock = filelock.FileLock(run_dir / LOCK_NAME, on_acquired=_record_holder)
+    refusal = None
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=0)
-        locked = True
     except filelock.Timeout:
         who = holder(run_dir / LOCK_NAME)
-        if not wait:
-            raise RunBusy(f"{run_dir} is being trained by {who}: let it finish (or stop it), pass train(..., "
-                          "wait=True) to wait for it here, or train into another run folder.") from None
-        print(f"waiting for {who}, which is training {run_dir} ...", file=sys.stderr, flush=True)
-        lock.acquire()
-        locked = True
+        if wait:
+            print(f"waiting for {who}, which is training {run_dir} ...", file=sys.stderr, flush=True)
+            lock.acquire()
+        else:
+            refusal = RunBusy(f"{run_dir} is being trained by {who}: let it finish (or stop it), pass train(..., "
+                              "wait=True) to wait for it here, or train into another run folder.")
     except OSError as error:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise atomic.WriteError(error.errno, f"{run_dir} is a file, not a run folder: give a folder (a new "
+                                                 "one, or one that holds last.pt).") from None
+        if error.errno == errno.ENOTDIR:
+            raise atomic.WriteError(error.errno, atomic.describe(error, run_dir / "last.pt")) from None
         if error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not (run_dir / "last.pt").is_file():
             raise atomic.WriteError(error.errno, f"cannot train into {run_dir}: {atomic.reason(error)}.") from None
-        locked = False
+        refusal = atomic.WriteError(errno.EROFS, f"{run_dir} cannot be written (read-only, or not yours), so this "
+                                                 "run cannot be trained there: train into a writable folder (copy "
+                                                 "the run there to resume it).")
     try:
-        yield locked
+        yield refusal
     finally:
-        if locked:
+        if refusal is None:
             # unlinked while still held, so no file is left in the run folder; filelock's acquire checks that the
             # file it locked still has a name, so a waiter that opened this one opens the path again
             with contextlib.suppress(OSError):
@@ -188,13 +198,14 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: tuple, config: TrainC
         raise ValueError(f"the tensors in data have different lengths {[len(t) for t in data]}: one row per example.")
     for t in data:
         validate.all_finite(t, "the training data")
-    with run_lock(run_dir, wait) as locked:
-        return _train(model, loss_fn, data, config, run_dir, device, retrain, progress, keep_epochs, locked)
+    with run_lock(run_dir, wait) as refusal:
+        return _train(model, loss_fn, data, config, run_dir, device, retrain, progress, keep_epochs, refusal)
 
 
-def _train(model, loss_fn, data, config, run_dir, device, retrain, progress, keep_epochs, locked) -> TrainResult:
-    """`train`'s work, under the run's lock (`locked`) or, when the folder cannot be written, without it."""
-    if locked:
+def _train(model, loss_fn, data, config, run_dir, device, retrain, progress, keep_epochs, refusal) -> TrainResult:
+    """`train`'s work, under the run's lock; or without it (`refusal`, raised if the run must be written): a
+    finished run is loaded while another process holds the lock or the folder cannot be written."""
+    if refusal is None:
         _remove_leftovers(run_dir)
     device = torch.device(device or next(model.parameters()).device)
     model.to(device, memory_format=torch.channels_last)  # faster convolutions (benchmarks/train_throughput.py)
@@ -220,10 +231,8 @@ def _train(model, loss_fn, data, config, run_dir, device, retrain, progress, kee
         result.history = list(state["history"])
         ema = {k: v.clone() for k, v in state.get("ema", state["model"]).items()}
         result.epochs_done = result.resumed_from = state["epoch"]
-    if not locked and (retrain or result.epochs_done < config.epochs):
-        raise atomic.WriteError(errno.EROFS, f"{run_dir} cannot be written (read-only, or not yours), so this run "
-                                "cannot be trained there: train into a writable folder (copy the run there to resume "
-                                "it).")
+    if refusal is not None and (retrain or result.epochs_done < config.epochs):
+        raise refusal
 
     n = data[0].shape[0]
     data = tuple(t.to(device) for t in data)
