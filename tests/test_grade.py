@@ -138,6 +138,8 @@ def test_wrong_answers_get_the_checks_sentence_and_hidden_checks_catch_more(tmp_
     diffusion = repo / "helpers" / "diffusion.py"      # right on the course's 990 .. 0 schedule only
     diffusion.write_text(diffusion.read_text().replace("    abar = _abar(alphas_cumprod, t, x0)\n",
                                                        "    abar = _abar(alphas_cumprod, min(t, 990), x0)\n", 1))
+    guidance = repo / "helpers" / "guidance.py"
+    guidance.write_text(guidance.read_text() + "\ndef broken(:\n")
     archive = synthetic.hand_in(repo, tmp_path / "handins" / "wes.handin.zip")
     grades = tmp_path / "grades"
     done = subprocess.run([sys.executable, "-m", "instructor", "grade-one", str(archive), "--out", str(grades),
@@ -150,6 +152,8 @@ def test_wrong_answers_get_the_checks_sentence_and_hidden_checks_catch_more(tmp_
         down_conv=course_unet.down_conv, up_conv=course_unet.up_conv))
     assert result["2.3"]["feedback"] == said_by(checks.euler_step, lambda v, x, t, h, labels=None: x + h * v(x, t, labels))
     assert result["2.3"]["points"] == sum(h["passed"] for h in result["2.3"]["hidden"]) == 0
+    assert result["3.2"]["points"] == 0
+    assert result["3.2"]["feedback"].startswith("the code could not be set up: SyntaxError: ")
     forward = result["4.1"]
     assert forward["visible"]["passed"] and forward["points"] == MAX["4.1"] - 1
     assert forward["feedback"].startswith("hidden check forward float64 last: on float64 [-1, 1] images at t = 999")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import checks
+from helpers.exercises import CheckFailed
 from helpers.handin.archive import EXERCISE_FILES
 from instructor.grade import student_report, synthetic
 from instructor.grade.one import grade_one
@@ -114,7 +116,7 @@ def test_writes_outside_scratch_change_nothing(graded):
 def test_reference_and_hidden_checks_cannot_be_read(graded):
     feedback = failed(graded, "4.6")
     assert feedback.count("No such file or directory") == 4
-    assert "SOLUTION" not in feedback and "read " not in feedback
+    assert "SOLUTION" not in feedback and "read /" not in feedback
 
 
 def test_sockets_reach_nothing(graded):
@@ -124,7 +126,7 @@ def test_sockets_reach_nothing(graded):
 
 
 def test_background_process_is_gone_after_grading(graded):
-    assert failed(graded, "4.8").endswith("started a background process")
+    assert "started a background process" in failed(graded, "4.8")
     assert processes_with(MARKER) == []
 
 
@@ -144,7 +146,9 @@ def test_killing_its_own_process_costs_its_exercise_only(graded):
 def test_patching_checks_at_import_gains_nothing_and_is_recorded(graded):
     exercise = graded["exercises"]["1.1"]
     assert not exercise["visible"]["passed"]
-    assert exercise["feedback"].startswith("at sigma = 0.5 the added noise has standard deviation 0.00")
+    with pytest.raises(CheckFailed) as real:       # what the real check says of this add_noise (returns x itself)
+        checks.add_noise(lambda x, sigma, generator=None: x.clone())
+    assert exercise["feedback"] == str(real.value)
     for name in ("helpers.checks.add_noise", "helpers.checks.core.close", "helpers.exercises.CheckFailed", "sys.exit"):
         assert name in graded["notes"]
 
