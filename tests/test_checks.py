@@ -68,8 +68,8 @@ def randn(x, generator):
 
 
 correct("1.1", "reference", denoise.add_noise)
-correct("1.1", "torch.normal around x", lambda x, sigma, generator=None: torch.normal(x, float(sigma) + 0 * x,
-                                                                                    generator=generator))
+correct("1.1", "torch.normal around x",
+        lambda x, sigma, generator=None: torch.normal(x, torch.full_like(x, sigma), generator=generator))
 correct("1.1", "normal_ on an empty tensor",
         lambda x, sigma, generator=None: x + sigma * torch.empty_like(x).normal_(generator=generator))
 mutant("1.1", "uniform on [0, 1]", lambda x, s, generator=None: x + s * torch.rand(x.shape, generator=generator),
@@ -472,8 +472,8 @@ def forward_with(change=None):
 
 def forward_otherwise(x0, t, alphas_cumprod, noise=None, generator=None):
     eps = noise if noise is not None else torch.empty_like(x0).normal_(generator=generator)
-    return torch.lerp(eps * (1 - alphas_cumprod[t]) ** 0.5, x0, 1.0) * 0 + \
-        alphas_cumprod[t] ** 0.5 * x0 + torch.sqrt(1 - alphas_cumprod[t]) * eps
+    signal = alphas_cumprod[t] ** 0.5
+    return torch.lerp(eps, x0, signal) + (torch.sqrt(1 - alphas_cumprod[t]) - (1 - signal)) * eps
 
 
 correct("4.1", "reference", diffusion.forward)
