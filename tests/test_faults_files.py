@@ -281,6 +281,32 @@ def test_permission_denied_as_another_user_is_one_sentence():
         shutil.rmtree(folder)
 
 
+def test_a_pipe_at_the_target_is_refused_and_a_link_there_is_replaced_not_followed(tmp_path):
+    """A write never goes through a device, pipe or link: a link planted in a scratch folder cannot redirect it
+    (before, `sample --out /dev/full` as root renamed a regular file over the device)."""
+    from helpers.foundation import atomic
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(atomic.WriteError, match=r"pipe is a device, a pipe or a socket, not a file, so it is not "):
+        atomic.write_text(tmp_path / "pipe", "x")
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "pipe").st_mode)
+    (tmp_path / "elsewhere.txt").write_text("keep")
+    os.symlink(tmp_path / "elsewhere.txt", tmp_path / "link")
+    atomic.write_text(tmp_path / "link", "new")
+    assert (tmp_path / "elsewhere.txt").read_text() == "keep" and (tmp_path / "link").read_text() == "new"
+    assert not (tmp_path / "link").is_symlink() and not temporaries(tmp_path)
+
+
+def test_a_file_name_of_250_bytes_is_written_and_its_leftover_found(tmp_path):
+    """The temporary's name is 14 bytes longer than the file's: cut, so it stays under the usual 255."""
+    from helpers.foundation import atomic
+    name = "é" * 125                                   # 250 bytes of UTF-8
+    atomic.write_text(tmp_path / name, "x")
+    assert (tmp_path / name).read_text() == "x" and os.listdir(tmp_path) == [name]
+    leftover = atomic._unique(tmp_path / name)
+    leftover.write_text("left by a kill")
+    assert atomic.remove_leftovers(tmp_path, [name]) == [leftover] and os.listdir(tmp_path) == [name]
+
+
 # ------------------------------------------------------------------------------------ output folders (render --out)
 @pytest.fixture
 def rendered(tmp_path):
@@ -556,6 +582,23 @@ def test_a_run_folder_that_is_a_file_is_one_sentence_before_training(tmp_path, w
     with pytest.raises(atomic.WriteError, match=re.escape(message)):
         _tiny_training(run, epochs=1, keep=(), loss=lambda *a: pytest.fail("trained"))
     assert (tmp_path / "file").read_text() == "keep"
+
+
+@pytest.mark.slow
+def test_a_file_system_without_locks_trains_with_one_warning(tmp_path, monkeypatch, capsys):
+    """Simulated (no such mount here): flock failing with ENOSYS, as on some network and FUSE mounts."""
+    import fcntl
+
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    _, result = _tiny_training(tmp_path / "run", epochs=1, keep=())
+    assert result.epochs_done == 1
+    warning = capsys.readouterr().err
+    assert warning == (f"warning: {tmp_path / 'run'} cannot be locked on its file system (Function not implemented): "
+                       "nothing stops a second process from training it at the same time.\n")
+    assert sorted(os.listdir(tmp_path / "run")) == ["last.pt"]
 
 
 # ------------------------------------------------------------------------------------------------ concurrency

@@ -9,7 +9,8 @@ one rename. Until then the new content lives in a temporary file in the target's
   from the start.
 
 Either way the name is unique (two writers of one file never share a temporary), ignored by git (``.*.tmp``),
-and removed on any error. The file gets the user's normal mode, 0666 less the umask (0644 under umask 022),
+and removed on any error. A symbolic link at `path` is replaced, never followed (a link planted in a folder
+cannot redirect a write elsewhere); a device, pipe or socket there is refused. The file gets the user's normal mode, 0666 less the umask (0644 under umask 022),
 not mkstemp's 0600. `path` keeps its previous content until the rename.
 
 `Batch` writes several files the same way and swaps them in together: every file is written first, and only
@@ -28,6 +29,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from pathlib import Path
 
 _REASONS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
@@ -82,8 +84,13 @@ def _error(error: BaseException, path: Path) -> BaseException:
     return error
 
 
+def _short(name: str, limit: int = 200) -> str:
+    """`name` cut to `limit` bytes of UTF-8, so its temporary's name (14 bytes longer) stays under the usual 255."""
+    return name.encode()[:limit].decode(errors="ignore")
+
+
 def _unique(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    return path.with_name(f".{_short(path.name)}.{secrets.token_hex(4)}.tmp")
 
 
 LEFTOVER = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.tmp")
@@ -93,7 +100,7 @@ def remove_leftovers(folder, names) -> list[Path]:
     """Remove the temporaries that a kill left in `folder` for the files `names` (it can leave one only between
     naming it and renaming it over its target); returns them. Call it only where no other process is writing
     those files (under a lock, or in a folder that one command owns)."""
-    folder, names = Path(folder), set(names)
+    folder, names = Path(folder), {_short(name) for name in names}
     removed = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
@@ -130,6 +137,11 @@ class _Pending:
     def __init__(self, path: Path, mode: str, open_kwargs: dict):
         self.path, self.named, self.fd, self.file = path, None, None, None
         path.parent.mkdir(parents=True, exist_ok=True)
+        kind = os.lstat(path).st_mode if os.path.lexists(path) else stat.S_IFREG
+        if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind) or stat.S_ISLNK(kind)):
+            # a link is replaced, never followed: a planted link cannot redirect a write elsewhere
+            raise WriteError(errno.EEXIST, f"{path} is a device, a pipe or a socket, not a file, so it is not "
+                                           "replaced: give the path of a file.")
         descriptor = None
         if _can_link_descriptors() and path.parent.stat().st_dev not in _NAMED_ONLY:
             try:

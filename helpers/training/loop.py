@@ -118,33 +118,44 @@ def run_lock(run_dir: Path, wait: bool = False):
     """
     run_dir = Path(run_dir)
     lock = filelock.FileLock(run_dir / LOCK_NAME, on_acquired=_record_holder)
-    refusal = None
+    refusal, held = None, False
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=0)
+        held = True
     except filelock.Timeout:
         who = holder(run_dir / LOCK_NAME)
         if wait:
             print(f"waiting for {who}, which is training {run_dir} ...", file=sys.stderr, flush=True)
             lock.acquire()
+            held = True
         else:
             refusal = RunBusy(f"{run_dir} is being trained by {who}: let it finish (or stop it), pass train(..., "
                               "wait=True) to wait for it here, or train into another run folder.")
     except OSError as error:
-        if run_dir.exists() and not run_dir.is_dir():
+        if error.errno in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK) and run_dir.is_dir():
+            # a file system without locks (some network and FUSE mounts): train, and say what is not guarded
+            print(f"warning: {run_dir} cannot be locked on its file system ({atomic.reason(error)}): nothing stops "
+                  "a second process from training it at the same time.", file=sys.stderr, flush=True)
+            held = None   # no lock to release; the file filelock opened for it means nothing here, and goes
+        elif run_dir.exists() and not run_dir.is_dir():
             raise atomic.WriteError(error.errno, f"{run_dir} is a file, not a run folder: give a folder (a new "
                                                  "one, or one that holds last.pt).") from None
-        if error.errno == errno.ENOTDIR:
+        elif error.errno == errno.ENOTDIR:
             raise atomic.WriteError(error.errno, atomic.describe(error, run_dir / "last.pt")) from None
-        if error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not (run_dir / "last.pt").is_file():
+        elif error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not (run_dir / "last.pt").is_file():
             raise atomic.WriteError(error.errno, f"cannot train into {run_dir}: {atomic.reason(error)}.") from None
-        refusal = atomic.WriteError(errno.EROFS, f"{run_dir} cannot be written (read-only, or not yours), so this "
-                                                 "run cannot be trained there: train into a writable folder (copy "
-                                                 "the run there to resume it).")
+        else:
+            refusal = atomic.WriteError(errno.EROFS, f"{run_dir} cannot be written (read-only, or not yours), so this "
+                                                     "run cannot be trained there: train into a writable folder "
+                                                     "(copy the run there to resume it).")
     try:
         yield refusal
     finally:
-        if refusal is None:
+        if held is None:
+            with contextlib.suppress(OSError):
+                (run_dir / LOCK_NAME).unlink()
+        if held:
             # unlinked while still held, so no file is left in the run folder; filelock's acquire checks that the
             # file it locked still has a name, so a waiter that opened this one opens the path again
             with contextlib.suppress(OSError):
