@@ -162,11 +162,13 @@ def test_every_file_written_gets_the_users_normal_mode(tmp_path, umask, expected
 
     from helpers.foundation import atomic
     from helpers.foundation import checkpoint_files as ckpt
+    from helpers.measure import cache
     from instructor import execute, report
     from instructor.output_folder import OutputFolder
     old = os.umask(umask)
     try:
         ckpt.save_atomic({"w": torch.zeros(2)}, tmp_path / "last.pt")
+        cache.cached(tmp_path, "m", lambda: {"x": 1.0}, {"i": 1})             # measurements.json
         atomic.write_text(tmp_path / "a.txt", "a")
         with atomic.Batch() as batch:
             batch.write_bytes(tmp_path / "b" / "b.bin", b"b")
@@ -184,7 +186,7 @@ def test_every_file_written_gets_the_users_normal_mode(tmp_path, umask, expected
     finally:
         os.umask(old)
     files = [p for p in tmp_path.rglob("*") if p.is_file() and "nb" not in p.parts]
-    assert len(files) >= 9 and {p.name: mode_of(p) for p in files} == {p.name: expected for p in files}
+    assert len(files) >= 10 and {p.name: mode_of(p) for p in files} == {p.name: expected for p in files}
     assert (tmp_path / "out" / ".manifest.json").is_file() and mode_of(tmp_path / "out" / "figures") == expected | 0o111
 
 
@@ -305,6 +307,13 @@ def test_a_file_name_of_250_bytes_is_written_and_its_leftover_found(tmp_path):
     leftover = atomic._unique(tmp_path / name)
     leftover.write_text("left by a kill")
     assert atomic.remove_leftovers(tmp_path, [name]) == [leftover] and os.listdir(tmp_path) == [name]
+
+
+def test_git_ignores_the_temporaries_a_kill_can_leave():
+    names = ["checkpoints/cpu/x/.last.pt.0a1b2c3d.tmp", "rendered/cpu/..manifest.json.0a1b2c3d.tmp",
+             "report/cpu/figures/.01_one_step_denoising-cell1-0.png.0a1b2c3d.tmp", "notebooks/.01_x.ipynb.0a1b2c3d.tmp"]
+    done = subprocess.run(["git", "check-ignore", "--no-index", *names], cwd=ROOT, capture_output=True, text=True)
+    assert done.stdout.split() == names
 
 
 # ------------------------------------------------------------------------------------ output folders (render --out)
