@@ -56,7 +56,7 @@ def test_out_is_checked_before_sampling_and_no_temporary_file_is_left(time_run, 
 
 def test_a_failed_write_removes_its_temporary_file(tmp_path, monkeypatch):
     def broken_save(obj, f):
-        open(f, "wb").write(b"partial")
+        f.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)

@@ -134,7 +134,7 @@ def test_atomic_save_leaves_the_old_file_when_writing_fails(tmp_path, monkeypatc
     ckpt.save_atomic({"epoch": 1}, path)
 
     def broken_save(obj, f):
-        open(f, "wb").write(b"partial")
+        f.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
