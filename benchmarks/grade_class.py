@@ -35,6 +35,7 @@ from instructor.grade.sandbox import Caps
 KEYS = [e.key for e in EXERCISES]
 HOSTILE_KINDS = [*synthetic.HOSTILE, "1.1"]       # "1.1": the import-time patching of the checks (and a wrong answer)
 STAGES = ("unpack_s", "sandbox_start_s", "sandbox_s", "verdicts_s", "report_s")
+CPU_STAGES = ("sandbox_start_cpu_s", "sandbox_cpu_s", "verdicts_cpu_s", "report_cpu_s", "grader_cpu_s")
 
 
 def build(n: int, folder: Path, marker: str) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -102,15 +103,23 @@ def main() -> None:
     n = len(results)
     print(f"\ngraded {n} hand-ins with --jobs {args.jobs} in {wall:.1f} s: {60 * n / wall:.1f} hand-ins per minute, "
           f"{wall / n:.2f} s of wall time per hand-in; load average now {os.getloadavg()[0]:.1f}")
-    print(f"CPU: {cpu:.1f} s in all, {cpu / n:.2f} s per hand-in (grader, workers and sandboxes)")
+    print(f"CPU reaped by the benchmark: {cpu:.1f} s ({cpu / n:.2f} s a hand-in; sandboxes killed at their end are "
+          "not reaped into it, see below)")
     print("where a hand-in's time goes (mean wall seconds inside its worker):")
     for stage in STAGES:
         values = [r["timing"].get(stage, 0.0) for r in results.values() if r.get("timing")]
         print(f"  {stage:16s} {sum(values) / max(1, len(values)):6.2f}")
+    print("and its CPU seconds (the sandbox's as its runner reports them, the start included; grader_cpu_s: the "
+          "worker's whole share outside the sandbox):")
+    for stage in CPU_STAGES:
+        values = [r["timing"].get(stage, 0.0) for r in results.values() if r.get("timing")]
+        print(f"  {stage:20s} {sum(values) / max(1, len(values)):6.2f}")
+    per = sum(r["timing"].get("sandbox_cpu_s", 0.0) + r["timing"].get("grader_cpu_s", 0.0)
+              for r in results.values() if r.get("timing")) / n
     sandboxes = [r["timing"].get("sandboxes", 0) for r in results.values() if r.get("timing")]
     print(f"  sandboxes per hand-in: {sum(sandboxes) / max(1, len(sandboxes)):.2f}")
-    print(f"300 hand-ins: {300 * wall / n / 60:.1f} min at this run's rate; {300 * cpu / n / args.jobs / 60:.1f} min from "
-          f"its CPU time on {args.jobs} free cores")
+    print(f"300 hand-ins: {300 * wall / n / 60:.1f} min at this run's rate; {300 * per / args.jobs / 60:.1f} min from "
+          f"{per:.2f} CPU seconds a hand-in (sandbox + worker) on {args.jobs} free cores, plus the workers' start")
     wrong, contained, tried = [], 0, 0
     for name, (label, zero) in plan.items():
         exercises = results[name]["exercises"]

@@ -76,6 +76,8 @@ class Run:
     sandboxes: int = 0
     startup_s: float = 0.0
     sandbox_s: float = 0.0
+    startup_cpu_s: float = 0.0      # as the runner reported it (a killed sandbox reports nothing)
+    sandbox_cpu_s: float = 0.0
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -96,6 +98,10 @@ def _layout(scratch: Path, handin: Path, base: Path, hide: list[Path]) -> Layout
 def _python() -> str:
     import sys
     return sys.executable
+
+
+def _seconds(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and 0 <= value < 1e6 else 0.0
 
 
 def _reason(exit_, caps: Caps, what: str) -> str:
@@ -146,11 +152,12 @@ def run_tasks(handin: Path, base: Path, scratch: Path, caps: Caps, uid: int, hid
             if kind == "ready":
                 state.update(phase="running", since=now)
                 run.startup_s += now - started
+                run.startup_cpu_s += _seconds(message.get("cpu"))
             elif kind == "import" and message.get("file") in dict(files()):
                 state.update(file=message["file"], task=None, exercise=None, since=now)
             elif kind == "imported" and isinstance(message.get("error"), dict):
                 error = replay.rebuild(message["error"])
-                run.note(f"importing {state['file']} raised {type(error).__name__}: {str(error)[:200]}")
+                run.note(f"importing {state['file']} raised {replay.said(error)[:200]}")
             elif kind == "begin" and message.get("task") in remaining:
                 exercise = by_id[message["task"]]["exercise"]
                 if exercise != state["exercise"]:
@@ -170,6 +177,7 @@ def run_tasks(handin: Path, base: Path, scratch: Path, caps: Caps, uid: int, hid
                 run.note(f"while {str(message.get('during'))[:60]} was graded, the submission replaced "
                          f"{', '.join(what)} (tampering; verdicts are decided outside the sandbox)")
             elif kind == "end":
+                run.sandbox_cpu_s += _seconds(message.get("cpu"))
                 return "end"
             return None
 
@@ -229,7 +237,7 @@ def verdicts(run: Run) -> dict[str, dict]:
                 outcome = (False, run.failures[task_id])
             elif "error" in run.results.get(task_id, {}):
                 error = replay.rebuild(run.results[task_id]["error"])
-                outcome = (False, f"the code could not be set up: {type(error).__name__}: {str(error)[:300]}")
+                outcome = (False, f"the code could not be set up: {replay.said(error)[:300]}")
             elif judges[task_id][0] == "visible":
                 _, check, module, attr = judges[task_id]
                 reference = importlib.import_module(module)

@@ -56,7 +56,7 @@ def grade_one(archive: Path, out: Path, base: Path | None = None, caps: Caps = D
     from instructor.grade import autograde, student_report
     from instructor.grade import base as base_module
     from instructor.grade.autograde import verdicts
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     archive, out = Path(archive), Path(out)
     name = intake.name_of(archive)
     result = {"student": name, "archive": archive.name, "sha256": sha or intake.sha256_file(archive),
@@ -80,15 +80,18 @@ def grade_one(archive: Path, out: Path, base: Path | None = None, caps: Caps = D
             run = autograde.run_tasks(scratch / "handin", base, scratch, caps,
                                       uid if uid is not None else default_uid(), hidden_paths)
             timing.update(sandbox_s=round(run.sandbox_s, 3), sandbox_start_s=round(run.startup_s, 3),
-                          sandboxes=run.sandboxes)
-            began = time.perf_counter()
+                          sandboxes=run.sandboxes, sandbox_cpu_s=round(run.sandbox_cpu_s, 3),
+                          sandbox_start_cpu_s=round(run.startup_cpu_s, 3))
+            began, began_cpu = time.perf_counter(), time.process_time()
             result["exercises"] = verdicts(run)
             timing["verdicts_s"] = round(time.perf_counter() - began, 3)
+            timing["verdicts_cpu_s"] = round(time.process_time() - began_cpu, 3)
             result["tampering"] = run.notes
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.process_time()
             missing, result["written"] = student_report.build(scratch / "handin", out / "reports" / name, name)
             result["missing"] = [f"{f} is missing from the hand-in" for f in _missing_files(scratch / "handin")] + missing
             timing["report_s"] = round(time.perf_counter() - began, 3)
+            timing["report_cpu_s"] = round(time.process_time() - began_cpu, 3)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -99,6 +102,7 @@ def grade_one(archive: Path, out: Path, base: Path | None = None, caps: Caps = D
     result["points"] = sum(e["points"] for e in result["exercises"].values())
     result["max"] = sum(e["max"] for e in result["exercises"].values())
     result["seconds"] = round(time.perf_counter() - start, 3)
+    timing["grader_cpu_s"] = round(time.process_time() - cpu, 3)
     _write(out / "results" / f"{name}.json", result)
     return result
 
