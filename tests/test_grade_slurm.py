@@ -247,6 +247,16 @@ def test_array_gradebook_equals_the_local_one(cluster, handins, tmp_path):
     assert outcome.failed == {}
     assert len(list((array / "results").glob("*.json"))) == CLASS
     assert (array / "grades.csv").read_bytes() == (local / "grades.csv").read_bytes()
+    assert (array / "index.html").read_bytes() == (local / "index.html").read_bytes()
     rows = _rows(array / "grades.csv")
-    assert len(rows) == CLASS
-    assert (array / "index.html").exists()
+    total = next(column for column in rows[0] if column.startswith("total ["))
+    most = int(total[len("total ["):-1])
+    for row, (name, keep) in zip(rows, _students().items()):
+        points = int(row[total])
+        assert row["student"] == name and row["status"] == "graded"
+        if not keep:                                # reference-filled: full marks
+            assert points == most, (name, points)
+        elif len(keep) == len(KEYS):                # blank: zero
+            assert points == 0, (name, points)
+        else:                                       # half-done: partial
+            assert 0 < points < most, (name, points)
