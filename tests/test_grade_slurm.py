@@ -161,6 +161,23 @@ def test_missing_sbatch_is_one_sentence(handins, tmp_path):
     assert not (tmp_path / "g").exists()
 
 
+def test_merge_only_writes_the_gradebook_of_the_results_there(tmp_path):
+    grades = tmp_path / "grades"
+    command = [sys.executable, "-m", "instructor.grade.slurm", "--out", str(grades), "--merge-only"]
+    empty = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert empty.returncode == 1
+    assert empty.stderr.strip().splitlines() == [
+        f"grade-slurm: {grades / 'results'} holds no results to merge: wait until the array has ended (squeue --me), "
+        f"or check the tasks' logs in {grades / 'slurm' / 'logs'}."]
+    one._write(grades / "results" / "ann.json", {"student": "ann", "sha256": "a" * 64, "grader": grader_version(),
+                                                  "refused": "a test refusal", "exercises": one._refused("x"),
+                                                  "missing": [], "written": [], "tampering": []})
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    row, = _rows(grades / "grades.csv")
+    assert row["student"] == "ann" and row["status"] == "refused: a test refusal"
+
+
 def test_no_handins_is_one_sentence(tmp_path):
     with pytest.raises(slurm.SlurmError, match=r"holds no \*\.handin\.zip hand-ins: collect them there first"):
         slurm.todo(tmp_path, tmp_path / "grades")

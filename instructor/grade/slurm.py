@@ -2,6 +2,7 @@
 
     python -m instructor grade-slurm HANDINS/ --out GRADES/ [--max-running K] [--only NAME] [caps as for grade]
     python -m instructor grade-slurm HANDINS/ --out GRADES/ --emit-only      # write the script, submit nothing
+    python -m instructor grade-slurm --out GRADES/ --merge-only             # the gradebook, after the array
 
 Which hand-ins: every ``*.handin.zip`` in HANDINS/ whose GRADES/results/<name>.json is missing or from another
 archive or grader version (``--only NAME``: that one, always), found and compared exactly as ``grade`` does
@@ -24,30 +25,34 @@ What it writes, under GRADES/slurm/:
   report), so Slurm never ends a task the sandbox would have let finish. Output: GRADES/slurm/logs/<job>_<i>.out.
 
 With ``--emit-only`` nothing more: on a cluster that shares this file system (same paths), run
-``sbatch GRADES/slurm/grade.sbatch`` from a login node, then ``python -m instructor grade-slurm ... --merge-only``.
+``sbatch GRADES/slurm/grade.sbatch`` from a login node; when the array has ended,
+``python -m instructor grade-slurm --out GRADES/ --merge-only`` writes the gradebook.
 
 Otherwise it builds the sandboxes' base (GRADES/.base, the released helpers) once, submits the script
 (``sbatch --parsable``; ``--sbatch-option`` adds an option such as ``--partition=short``), follows the array
-with ``squeue`` (a line each time the count of finished tasks changes), reading each task's final state with
-``scontrol`` as it ends. A hand-in whose task wrote no new result for its archive (Slurm ended it for time, memory or a node failure,
-or grade-one itself failed) gets the row a local run gives a grader failure: zero points, and as feedback the
-task's state and the last line of its log. Then the grader's own `merge` writes GRADES/grades.csv and
-GRADES/index.html, the function the local ``grade`` ends with, so both runs give the same bytes. Ctrl-C cancels
-the array (``scancel``). ``sbatch`` missing, a cluster that refuses the job (its message quoted) and a folder
-with nothing to grade are each one sentence, exit status 1; so is a run in which no task left a result.
+with ``squeue`` (a line each time the count of finished tasks changes) and reads each task's final state with
+``scontrol`` as it ends. A hand-in whose task wrote no new result for its archive (Slurm ended it for time,
+memory or a node failure, or grade-one itself failed) gets the row a local run gives a grader failure: zero
+points, and as its reason the task's state and the last line of its log. Then the grader's own `merge` writes
+GRADES/grades.csv and GRADES/index.html, the function the local ``grade`` ends with, so both runs give the same
+bytes. Ctrl-C cancels the array (``scancel``). ``sbatch`` missing, a cluster that refuses the job (its message
+quoted) and a folder with nothing to grade are each one sentence, exit status 1; so is a run in which no task
+left a result.
 
 Kubernetes equivalent, an Indexed Job. The same list and the same command fit a ``batch/v1`` Job with
 ``completionMode: Indexed``, ``completions: N`` and ``parallelism: K`` (the ``%K`` above). Kubernetes gives each
-pod its index in ``JOB_COMPLETION_INDEX`` (0 to N - 1), the counterpart of ``SLURM_ARRAY_TASK_ID``, so the
-container runs the script's last two lines with that variable: ``python -m instructor grade-one "$(sed -n
-"$((JOB_COMPLETION_INDEX + 1))p" /grades/slurm/handins.txt)" --out /grades --uid $((61000 +
-JOB_COMPLETION_INDEX % 4000))`` from an image holding this checkout, its Python environment and bubblewrap, with
-one ReadWriteMany volume mounted at /grades by every pod (the list, the archives it names, the results). The
-pod's ``resources.requests`` and ``limits`` take ``cpu: 1`` and the ``--mem`` figure, ``activeDeadlineSeconds``
-in the pod template the ``--time`` figure, ``restartPolicy: Never`` with ``backoffLimitPerIndex: 0`` (or a
-small ``backoffLimit``) keeps a hostile hand-in from being retried, and bubblewrap needs user namespaces allowed
-in the pod (or a ``securityContext`` that permits them). When the Job completes, merge from any machine that
-mounts the volume: ``python -m instructor grade-slurm HANDINS --out /grades --merge-only``.
+pod its index in the environment variable ``JOB_COMPLETION_INDEX`` (0 to N - 1), the counterpart of
+``SLURM_ARRAY_TASK_ID``, so the container runs the script's three last lines with that variable in its place:
+``archive="$(sed -n "$((JOB_COMPLETION_INDEX + 1))p" /grades/slurm/handins.txt)"``, then ``python -m instructor
+grade-one "$archive" --out /grades`` with the same caps options. The image holds this checkout, its Python
+environment and bubblewrap; one ReadWriteMany volume, mounted at /grades in every pod, holds the list, the
+archives it names (write the list where the volume has the same path, or with the pods' paths) and the results.
+The pod template's ``resources.requests`` and ``resources.limits`` take ``cpu: 1`` and the ``--mem`` figure, its
+``activeDeadlineSeconds`` the ``--time`` figure, ``restartPolicy: Never`` with ``backoffLimitPerIndex: 0`` (or a
+small ``backoffLimit``) keeps a hostile hand-in from being retried, and bubblewrap needs unprivileged user
+namespaces allowed in the pod (grade-one, run as a non-root user, uses them in place of ``--uid``). When the Job
+has completed, merge on any machine that mounts the volume: ``python -m instructor grade-slurm --out /grades
+--merge-only``.
 """
 import argparse
 import json
@@ -156,7 +161,7 @@ def script(count: int, listing: Path, grades: Path, need: Request, max_running: 
         "#!/bin/bash",
         "# One hand-in per array task, graded in its own sandbox by `python -m instructor grade-one`.",
         "# Written by `python -m instructor grade-slurm` (instructor/grade/slurm.py), which merges the results;",
-        "# after a submission by hand: python -m instructor grade-slurm HANDINS --out GRADES --merge-only",
+        "# after a submission by hand: python -m instructor grade-slurm --out GRADES --merge-only",
         "#SBATCH --job-name=grade-class",
         f"#SBATCH --array=0-{count - 1}{throttle}",
         "#SBATCH --ntasks=1",
@@ -348,7 +353,7 @@ def run(handins: Path, grades: Path, max_running: int = 32, only: str | None = N
 def main(argv=None) -> None:
     from instructor.grade.one import caps_arguments, caps_from
     parser = argparse.ArgumentParser(prog="python -m instructor grade-slurm", description=__doc__.split("\n")[0])
-    parser.add_argument("handins", type=Path, help=f"the folder of *{SUFFIX} hand-ins")
+    parser.add_argument("handins", type=Path, nargs="?", help=f"the folder of *{SUFFIX} hand-ins")
     parser.add_argument("--out", type=Path, required=True, help="the gradebook folder (GRADES/)")
     parser.add_argument("--only", metavar="NAME", help="re-grade this student only")
     parser.add_argument("--max-running", type=int, default=32, metavar="K",
@@ -366,10 +371,16 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.max_running < 1 or args.cpus_per_task < 1:
         parser.error("--max-running and --cpus-per-task must be at least 1")
+    if args.handins is None and not args.merge_only:
+        parser.error("give the folder of hand-ins (HANDINS), or --merge-only to merge the results already there")
     caps = caps_from(args)
     try:
         if args.merge_only:
-            print(f"gradebook: {merge(args.out)}")
+            if not any((args.out / "results").glob("*.json")):
+                raise SlurmError(f"{args.out / 'results'} holds no results to merge: wait until the array has "
+                                 "ended (squeue --me), or check the tasks' logs in "
+                                 f"{args.out / 'slurm' / 'logs'}.")
+            print(f"gradebook: {merge(args.out)} and {args.out / 'index.html'}")
             return
         if args.emit_only:
             items, skipped, problems = todo(args.handins, args.out, args.only)
@@ -380,7 +391,7 @@ def main(argv=None) -> None:
                 return
             path = emit(items, args.out, args.max_running, caps, args.cpus_per_task)
             print(f"{path}: {len(items)} hand-ins ({skipped} unchanged left out); submit it with `sbatch {path}`, "
-                  f"then merge with `python -m instructor grade-slurm {args.handins} --out {args.out} --merge-only`.")
+                  f"then merge with `python -m instructor grade-slurm --out {args.out} --merge-only`.")
             return
         outcome = run(args.handins, args.out, args.max_running, args.only, caps, tuple(args.sbatch_option),
                       args.cpus_per_task, args.poll)
