@@ -4,13 +4,17 @@
     render    execute notebooks and write the report (``--report-only``: no execution) instructor.execute
     badges    rewrite (or ``--check``) the notebooks' Colab badges and set-up cells     instructor.badges
     sample    sample a trained run to a file                                           instructor.sample
+    release   write the student release as its own git repository                     instructor.release
+    grade     grade a folder of hand-ins in sandboxes, in parallel, into a gradebook    instructor.grade.cli
+    grade-one grade one hand-in (what each parallel worker or Slurm task runs)         instructor.grade.one
+    grade-slurm  grade a folder of hand-ins as a Slurm job array, then merge           instructor.grade.slurm
 """
 import importlib
 import sys
 
 VERBS = {"student": "instructor.edition", "render": "instructor.execute", "badges": "instructor.badges",
-         "sample": "instructor.sample", "release": "instructor.release"}
-VERBS |= {"grade": "instructor.grade.cli", "grade-one": "instructor.grade.one"}   # grade a class / one hand-in
+         "sample": "instructor.sample", "release": "instructor.release", "grade": "instructor.grade.cli",
+         "grade-one": "instructor.grade.one", "grade-slurm": "instructor.grade.slurm"}
 
 
 def main(argv=None) -> None:
