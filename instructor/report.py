@@ -3,13 +3,19 @@
 The rows come from `notebooks/deliverables.toml` (the course numbering, the notebook and the cell ids that
 show each deliverable, and the `[[answer]]` tables of written answers). `build` writes into one folder:
 
-    index.html      a table: id and title, the figures (each links to the notebook page at its cell), the
-                    measured figures the notebook printed, the written answers to grade, the profile it ran in,
-                    and where it is shown (DeepFloyd IF or the offline stand-in for notebook 04, MNIST for the
-                    others)
+    index.html      a table: id and title (with the notebook and what it is shown on), the figures and, below
+                    them, the measured figures the notebook printed and the written answers to grade, and the
+                    profile it ran in; a figure opens at full size when clicked (a plain link to its PNG) and
+                    names the notebook cell it comes from; the red list of problems links each to its row
     NN_name.html    each notebook as HTML, its images in figures/ (not inlined, so each is stored once)
     figures/        the PNG outputs, named <notebook>-<cell id>-<k>.png
-    style.css
+    style.css       printed text and code wrap instead of scrolling, and figures fit the page, so no page
+                    scrolls sideways at 1400 px (tests/test_report_layout.py checks this in Chromium)
+    mathjax/, mathjax-config.js
+                    only when a page holds math: MathJax 2.7 from the jupyter-server-mathjax package (its
+                    files for TeX input and HTML-CSS output with the STIX-Web fonts, `MATHJAX_FILES`) and the
+                    report's configuration of it, so math is typeset offline; a report without math has
+                    no script at all
 
 The files are written beside their targets and swapped in together when all are written
 (`helpers.foundation.atomic.Batch`), so a full disk or an error leaves the previous report whole. `build` deletes
@@ -18,7 +24,12 @@ manifest of what it wrote (`instructor.output_folder`); a figure of the user's i
 
 Nothing is executed: the notebooks must already hold their outputs. Missing outputs (and written answers
 still holding nbgrader's stub "YOUR ANSWER HERE") are shown in red in the table and returned by `build` as
-problems, so a student's submission is graded the same way.
+problems, so a student's submission is graded the same way. A cell that a row names both for its figure and
+for its printed text shows its text once.
+
+An interactive widget (the notebooks' slider explorers) is shown as the notebook saved it: the widget state in
+the notebook's metadata holds each slider's setting, each label's text and each picture's PNG, and the page
+shows those as text and a figure (`widget_outputs`); no widget code runs.
 
 Written answers: each `[[answer]]` table (row, notebook, reference, cell, points, prompt) puts a "written
 answer (to grade)" block in its row. It shows the notebook's cell `cell` when there is one (a student's
@@ -34,30 +45,31 @@ No submission's markup runs in a page the report writes. Two walls:
    ours, and the index's markdown), so an unclosed tag cannot break the table around it. `data:` URLs are
    kept only in `<img src>` and only for images, where even an SVG cannot run script. Before nbconvert sees
    a notebook, its outputs are reduced to static types (text/html, text/markdown, text/latex, SVG, PNG,
-   JPEG, text): application/javascript is dropped, a widget view becomes a one-line note and the widget
-   state in the notebook's metadata is dropped, so no widget code from a submission is ever loaded; an
-   "isolated" text/html output is shown inline (sanitised) instead of in an iframe.
+   JPEG, text): application/javascript is dropped, a widget view becomes its static picture and text (or a
+   one-line note) and the widget state in the notebook's metadata is dropped, so no widget code from a
+   submission is ever loaded; an "isolated" text/html output is shown inline (sanitised) instead of in an
+   iframe. An image from the web (the Colab badge) is shown as its alt text: the report loads nothing from
+   outside its folder.
    Why not nbconvert's own sanitising alone: its `sanitize_html` uses bleach (deprecated upstream) and leaves
    application/javascript outputs and widget views as <script> elements, and its markdown renderer keeps
    javascript: links; the SanitizeHTML preprocessor cleans markdown *source* before it is converted, so what
    the converter then produces (attachment data: URLs, links) is not what was checked; it also drops SVG
    outputs, keeps the widget state, and escapes `<` in math such as $a<b$. Cleaning the final
    HTML is the one place where what is checked is what the browser gets.
-2. A Content-Security-Policy meta tag on every page (`CSP`): scripts only from the hash of the page's own
-   inline MathJax configuration and from MathJax's folder on its CDN. MathJax typesets the math (the report's
-   look) and loads its own extensions from that folder at run time, so a list of hashes alone cannot name
-   them; 'strict-dynamic' could, but would trust whatever MathJax is led to load, where the folder keeps
-   every load inside MathJax's files. TeX's \\require is switched off, so a submission's math loads nothing
-   that MathJax would not load for the course's own. No inline script, no event handler, no javascript: URL,
-   no plugin, frame, form or <base>; images only from the report's folder, data: and the Colab badge; styles
-   only from style.css and inline (MathJax writes its own).
+2. A Content-Security-Policy meta tag on every page (`CSP`): scripts only from files of the report's own folder
+   ('self': MathJax and its configuration, which MathJax extends at run time by loading its own files from
+   there; no inline script at all), fonts from there too, images only from there and data:. No inline
+   script, no event handler, no javascript: URL, no plugin, frame, form or <base>; styles only from style.css
+   and inline (MathJax writes its own). MathJax runs with its Safe extension (TeX's \\href, \\style,
+   \\class and \\require limited to http(s) links, harmless styles and the safe extensions), so a submission's
+   math loads and runs nothing that MathJax would not for the course's own.
 Tests: tests/test_report_safety.py opens every page in headless Chromium with payloads in each route, with both
-walls and with each one alone.
+walls and with each one alone; tests/test_report_layout.py checks the layout, the math and the widgets there.
 """
 import base64
 import copy
-import hashlib
 import html
+import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,25 +340,89 @@ def markdown_html(source: str, attachments=None) -> str:
     return clean_html(MarkdownWithMath(renderer=renderer).render(source))
 
 
-def _csp_hash(script: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+REMOTE_IMAGE = re.compile(r'<img\b[^>]*\bsrc="(?:https?:)?//[^>]*>', re.IGNORECASE)
+ALT = re.compile(r'\balt="([^"]*)"')
 
 
-MATHJAX_PATH = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/"
-MATHJAX_CONFIG = ("window.MathJax = {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']], "
-                  "packages: {'[-]': ['require']}}};")
-MATHJAX = f'<script>{MATHJAX_CONFIG}</script><script async src="{MATHJAX_PATH}tex-chtml.js"></script>'
-CSP = (f"default-src 'none'; script-src {_csp_hash(MATHJAX_CONFIG)} {MATHJAX_PATH}; font-src {MATHJAX_PATH}; "
-       "style-src 'self' 'unsafe-inline'; img-src 'self' data: https://colab.research.google.com/assets/; "
-       "base-uri 'none'; form-action 'none'")
+def _offline_images(fragment: str) -> str:
+    """`fragment` (cleaned HTML) with each image from the web replaced by its alt text: the report is read
+    offline and loads nothing from outside its folder (the notebooks' Colab badge becomes "Open In Colab")."""
+    def text(match) -> str:
+        alt = ALT.search(match.group(0))
+        return f"<span class=remote-image>{html.escape(html.unescape(alt.group(1)) if alt else 'image')}</span>"
+    return REMOTE_IMAGE.sub(text, fragment)
+
+
+# ------------------------------------------------------------------ math: a local MathJax, only where needed
+MATHJAX_PACKAGE = "jupyter_server_mathjax"   # the Jupyter project's MathJax 2.7 files (nbclassic's, nbdime's)
+MATHJAX_FILES = (                            # what TeX input with HTML-CSS output and STIX-Web fonts can load
+    "LICENSE", "MathJax.js", "config/TeX-AMS-MML_HTMLorMML-full.js", "config/Safe.js",
+    "extensions/*.js", "extensions/TeX/**/*.js", "extensions/HTML-CSS/*.js", "extensions/a11y/accessibility-menu.js",
+    "jax/element/mml/optable/*.js", "jax/output/HTML-CSS/autoload/*.js", "jax/output/HTML-CSS/fonts/STIX-Web/**/*.js",
+    "fonts/HTML-CSS/STIX-Web/woff/*.woff")
+MATHJAX_CONFIG = """window.MathJax = {
+  config: ["TeX-AMS-MML_HTMLorMML-full.js", "Safe.js"],
+  tex2jax: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]], processEscapes: true},
+  MMLorHTML: {prefer: "HTML"},
+  "HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null,
+               linebreaks: {automatic: true, width: "container"},
+               // its blank font is url('about:blank'), which the page's policy refuses: a local() name loads nothing
+               styles: {"@font-face": {"font-family": "MathJax_Blank", src: "local('MathJax_Blank')"}}},
+  Safe: {safeProtocols: {http: true, https: true, file: false, javascript: false}},
+  showMathMenu: false, showMathMenuMSIE: false, messageStyle: "none", menuSettings: {zoom: "None"}
+};
+"""
+MATHJAX = '<script src="mathjax-config.js"></script><script src="mathjax/MathJax.js"></script>'
+MATH = re.compile(r"\$|\\\(|\\\[|\\begin\{")     # what MathJax's tex2jax looks for (and a lone $, to be safe)
+
+
+class MathJaxMissing(NotebookError):
+    """The package that ships MathJax is not installed."""
+
+
+def mathjax_folder() -> Path:
+    """Where the installed jupyter-server-mathjax keeps MathJax (found without importing the server extension)."""
+    spec = importlib.util.find_spec(MATHJAX_PACKAGE)
+    folder = Path(spec.submodule_search_locations[0]) / "static" if spec and spec.submodule_search_locations else None
+    if folder is None or not (folder / "MathJax.js").is_file():
+        raise MathJaxMissing(f"the report typesets math with MathJax from the {MATHJAX_PACKAGE.replace('_', '-')} "
+                             "package, which is not installed: run `make setup` (environment.yml lists it) or "
+                             f"`pip install {MATHJAX_PACKAGE.replace('_', '-')}`.")
+    return folder
+
+
+def mathjax_files() -> list[tuple[str, Path]]:
+    """(path inside the report's mathjax/ folder, installed file) for every file of `MATHJAX_FILES`."""
+    folder = mathjax_folder()
+    found = {path.relative_to(folder).as_posix(): path for pattern in MATHJAX_FILES for path in folder.glob(pattern)
+             if path.is_file()}
+    return sorted(found.items())
+
+
+def _copy_mathjax(out_dir: Path, batch: Batch) -> None:
+    batch.write_text(out_dir / "mathjax-config.js", MATHJAX_CONFIG)
+    for name, source in mathjax_files():
+        batch.write_bytes(out_dir / "mathjax" / name, source.read_bytes())
+
+
+CSP = ("default-src 'none'; script-src 'self'; font-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data:; base-uri 'none'; form-action 'none'")
 
 
 def page(title: str, body: str) -> str:
-    """A whole page of the report: the security policy first, then title, style and MathJax, then `body`
-    sanitised as a whole (the last wall: whatever reached `body`, nothing in it runs)."""
+    """A whole page of the report: the security policy first, then title and style, MathJax's two script
+    files when the page holds math, then `body` sanitised as a whole (the last wall: whatever reached `body`,
+    nothing in it runs) with its images from the web shown as their alt text."""
+    body = clean_html(_offline_images(clean_html(body)))
     return (f'<!doctype html><meta charset=utf-8><meta http-equiv="Content-Security-Policy" content="{CSP}">'
-            f'<title>{html.escape(title)}</title><link rel=stylesheet href="style.css">{MATHJAX}'
-            f"{clean_html(body)}\n")
+            f'<meta name=viewport content="width=device-width, initial-scale=1">'
+            f'<title>{html.escape(title)}</title><link rel=stylesheet href="style.css">'
+            f'{MATHJAX if MATH.search(body) else ""}{body}\n')
+
+
+def uses_math(page_html: str) -> bool:
+    """Whether a page written by `page` loads MathJax (so the report must hold its files)."""
+    return MATHJAX in page_html
 
 
 # ------------------------------------------------------------------------------------------- notebook pages
@@ -354,20 +430,107 @@ STATIC_TYPES = ("text/html", "text/markdown", "text/latex", "image/svg+xml", "im
                 "text/plain")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_NOTE = "(an interactive widget: the report shows none; run the notebook to use it)"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_SAVED = "(an interactive widget, shown as the notebook saved it: run the notebook to move it)"
+BOXES = {"VBoxModel", "HBoxModel", "BoxModel", "GridBoxModel"}
+SLIDERS = {"IntSliderModel", "FloatSliderModel", "FloatLogSliderModel", "SelectionSliderModel",
+           "IntRangeSliderModel", "FloatRangeSliderModel", "SelectionRangeSliderModel"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+WIDGET_PNG_BYTES = 20_000_000      # a larger "picture" in a widget state is not shown
+
+
+def widget_models(notebook) -> dict:
+    """The saved widget models of `notebook` (model id -> model), {} when it saved none."""
+    saved = notebook.metadata.get("widgets", {})
+    state = saved.get(WIDGET_STATE) if isinstance(saved, dict) else None
+    models = state.get("state") if isinstance(state, dict) else None
+    return models if isinstance(models, dict) else {}
+
+
+def _slider_text(name: str, state: dict) -> str:
+    description = str(state.get("description") or "value")
+    if name.startswith("Selection"):
+        labels = [str(label) for label in state.get("_options_labels") or ()]
+        index = state.get("index")
+        indices = index if isinstance(index, list) else [index]
+        shown = ", ".join(labels[i] for i in indices if isinstance(i, int) and 0 <= i < len(labels)) or "?"
+        return f"{description} = {shown} (a slider over {', '.join(labels)})"
+    value = state.get("value")
+    shown = " to ".join(map(str, value)) if isinstance(value, list) else str(value)
+    step = f", step {state['step']}" if state.get("step") is not None else ""
+    return f"{description} = {shown} (a slider from {state.get('min')} to {state.get('max')}{step})"
+
+
+def _widget_png(model: dict) -> str | None:
+    """The base64 PNG an ImageModel saved as its `value` buffer, if it is one (checked by its signature)."""
+    for buffer in model.get("buffers") or ():
+        if isinstance(buffer, dict) and buffer.get("path") == ["value"] and isinstance(buffer.get("data"), str) \
+                and buffer.get("encoding", "base64") == "base64" and len(buffer["data"]) < WIDGET_PNG_BYTES * 4 // 3:
+            try:
+                data = base64.b64decode(buffer["data"], validate=True)
+            except ValueError:
+                return None
+            return buffer["data"] if data.startswith(PNG_SIGNATURE) else None
+    return None
+
+
+def widget_outputs(view: dict, models: dict) -> list:
+    """A widget view as static outputs, from the notebook's saved widget state (`widget_models`): its sliders'
+    settings and labels' text as plain text, each picture (an ImageModel's PNG) as an image, in the widget's
+    order, with a last line saying it is the saved view; [] when the state holds none of these. Only data is
+    read (text, and PNG bytes checked by their signature); other widgets, HTML and code are left out."""
+    outputs, lines, seen = [], [], set()
+
+    def flush():
+        if lines:
+            outputs.append(nbformat.v4.new_output("display_data", data={"text/plain": "\n".join(lines)}))
+            lines.clear()
+
+    def visit(model_id, depth: int) -> None:
+        model = models.get(model_id) if isinstance(model_id, str) and model_id not in seen and depth < 20 else None
+        if not isinstance(model, dict) or not isinstance(model.get("state"), dict):
+            return
+        seen.add(model_id)
+        name, state = model.get("model_name"), model["state"]
+        if name in BOXES:
+            for child in state.get("children") or ():
+                visit(child.removeprefix("IPY_MODEL_") if isinstance(child, str) else None, depth + 1)
+        elif name in SLIDERS:
+            lines.append(_slider_text(name, state))
+        elif name == "LabelModel" and str(state.get("value") or "").strip():
+            lines.append(str(state["value"]))
+        elif name == "ImageModel" and state.get("format", "png") == "png" and (png := _widget_png(model)):
+            flush()
+            outputs.append(nbformat.v4.new_output("display_data", data={"image/png": png}))
+
+    visit(view.get("model_id") if isinstance(view, dict) else None, 0)
+    if not outputs and not lines:
+        return []
+    lines.append(WIDGET_SAVED)
+    flush()
+    return outputs
 
 
 def static_copy(notebook) -> nbformat.NotebookNode:
-    """A copy of `notebook` whose outputs hold only static types (STATIC_TYPES): a widget view becomes
-    WIDGET_NOTE, application/javascript and other types a one-line note; the widget state is dropped."""
+    """A copy of `notebook` whose outputs hold only static types (STATIC_TYPES): a widget view becomes its saved
+    picture and text (`widget_outputs`) or, when the state holds none, WIDGET_NOTE; application/javascript and
+    other types a one-line note; the widget state is dropped."""
     notebook = copy.deepcopy(notebook)
+    models = widget_models(notebook)
     notebook.metadata.pop("widgets", None)
     for cell in notebook.cells:
+        outputs = []
         for output in cell.get("outputs", ()):
             data = output.get("data")
             if not data:
+                outputs.append(output)
                 continue
             kept = {kind: value for kind, value in data.items() if kind in STATIC_TYPES}
             if WIDGET_VIEW in data:
+                shown = widget_outputs(data[WIDGET_VIEW], models)
+                if shown:
+                    outputs += shown
+                    continue
                 kept = {"text/plain": WIDGET_NOTE}
             elif not kept:
                 kept = {"text/plain": f"(an output of type {', '.join(sorted(data))}: the report shows none)"}
@@ -375,6 +538,9 @@ def static_copy(notebook) -> nbformat.NotebookNode:
             html_metadata = output.get("metadata", {}).get("text/html")
             if isinstance(html_metadata, dict):
                 html_metadata.pop("isolated", None)    # shown inline, sanitised, rather than in an iframe
+            outputs.append(output)
+        if "outputs" in cell:
+            cell.outputs = outputs
     return notebook
 
 
@@ -390,33 +556,72 @@ def _figure_name(stem: str, cell, index: int, k: int) -> str:
     return f"figures/{stem}-{safe}-{k}.png"
 
 
-def _export(stem: str, notebook, out_dir: Path, batch: Batch) -> dict[str, list[str]]:
-    """Write stem.html with its PNGs as files under figures/ (into `batch`); return cell id -> the figure paths."""
+@dataclass(frozen=True)
+class Figure:
+    """A PNG the report wrote: its path in the report folder and its size in pixels."""
+    path: str
+    width: int
+    height: int
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of a PNG from its header; (0, 0) for bytes that are not a PNG."""
+    if data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return 0, 0
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _export(stem: str, notebook, out_dir: Path, batch: Batch) -> tuple[dict[str, list[Figure]], bool]:
+    """Write stem.html with its PNGs as files under figures/ (into `batch`); return cell id -> its figures, and
+    whether the page holds math."""
     notebook = static_copy(notebook)
-    paths = {}
+    figures = {}
     for index, cell in enumerate(notebook.cells):
         for k, output in enumerate(o for o in cell.get("outputs", ()) if "image/png" in o.get("data", {})):
             name = _figure_name(stem, cell, index, k)
-            batch.write_bytes(out_dir / name, base64.b64decode(output["data"]["image/png"]))
+            data = base64.b64decode(output["data"]["image/png"])
+            batch.write_bytes(out_dir / name, data)
             output.setdefault("metadata", {})["filenames"] = {"image/png": name}
-            paths.setdefault(cell.get("id"), []).append(name)
+            figures.setdefault(cell.get("id"), []).append(Figure(name, *png_size(data)))
     body, _ = _exporter().from_notebook_node(notebook)
-    batch.write_text(out_dir / f"{stem}.html",
-                     page(stem, f'<p><a href="index.html">&larr; all deliverables</a></p>{body}'))
-    return paths
+    text = page(stem, f'<p><a href="index.html">&larr; all deliverables</a></p>{body}')
+    batch.write_text(out_dir / f"{stem}.html", text)
+    return figures, uses_math(text)
 
 
-STYLE = """body { font: 15px/1.4 system-ui, sans-serif; margin: 1.5em; max-width: 1400px; }
-table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: .4em; vertical-align: top; }
-th { background: #f3f3f3; } td.id { white-space: nowrap; font-weight: bold; } td.shown { min-width: 10em; }
+STYLE = """/* The report's pages at any width from about 900 px: text wraps, figures fit, nothing scrolls sideways. */
+body { font: 15px/1.45 system-ui, sans-serif; margin: 1.5em; max-width: 1400px; color: #222; }
+pre { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 12.5px; line-height: 1.35; margin: 0; }
+img { max-width: 100%; height: auto; }
 a:has(> pre) { text-decoration: none; color: inherit; }
-td.figures img { max-width: 280px; max-height: 260px; margin: 2px; border: 1px solid #ddd; }
-pre { white-space: pre; overflow-x: auto; font-size: 12px; margin: 0; max-width: 470px; }
-td.measured { min-width: 24em; }
-.missing { color: #b00; font-weight: bold; } .note { color: #666; font-size: 13px; }
-.answer { margin: .4em 0; padding: .2em .5em; border-left: 3px solid #c90; background: #fffaf0; }
-.jp-Cell { margin: 1em 0; } .jp-InputArea pre { background: #f7f7f7; padding: .5em; max-width: none; }
-.jp-OutputArea img { max-width: 100%; } .jp-InputPrompt, .jp-OutputPrompt { display: none; }
+.missing { color: #b00; font-weight: bold; } .missing a { color: inherit; }
+.note { color: #666; font-size: 13px; }
+.remote-image { font-size: 13px; border: 1px solid #bbb; border-radius: 3px; padding: 0 .3em; }
+.answer { margin: .5em 0; padding: .2em .5em; border-left: 3px solid #c90; background: #fffaf0; }
+.MJX_Assistive_MathML * { font-family: inherit !important; }   /* MathJax's hidden MathML needs no TeX fonts */
+
+/* index.html: one row per deliverable; the output column takes the width the figures need */
+table.deliverables { border-collapse: collapse; table-layout: fixed; width: 100%; }
+td, th { border: 1px solid #ccc; padding: .4em; vertical-align: top; text-align: left; overflow-wrap: anywhere; }
+th { background: #f3f3f3; position: sticky; top: 0; z-index: 1; }
+th.id { width: 5.5em; } th.what { width: 15em; } th.profile { width: 4.5em; }
+td.id { font-weight: bold; }
+tr:target td { background: #fff8e0; }
+td.shown > * + * { margin-top: .5em; }
+figure.figure { margin: 0; }
+figure.figure img { display: block; max-height: 640px; width: auto; border: 1px solid #ddd; }
+figure.figure figcaption { color: #666; font-size: 12px; }
+td.shown pre { background: #fafafa; border: 1px solid #eee; padding: .3em .4em; }
+
+/* notebook pages (nbconvert's basic template) */
+.cell { margin: .6em 0; }
+.input, .output_area { display: flex; gap: .5em; }
+.prompt { flex: 0 0 5.5em; text-align: right; color: #888; font: 12px/1.35 monospace; padding-top: .45em; }
+.inner_cell, .output_subarea { flex: 1 1 auto; min-width: 0; }
+.input_area { background: #f7f7f7; border: 1px solid #e3e3e3; border-radius: 3px; padding: .4em .5em; }
+.output_subarea { padding: .3em 0; }
+.output_stderr { background: #fdd; }
+.rendered_html table { border-collapse: collapse; }
 """
 
 
@@ -447,40 +652,61 @@ def _answer_block(answer: Answer, mapping: Mapping, notebooks: dict, shown: tupl
     return f"<div class=answer>{head}{link}{text}</div>"
 
 
-def _row(row: Deliverable, mapping: Mapping, notebooks: dict, figure_paths: dict) -> str:
+def _figure(figure: Figure, row: Deliverable, stem: str, cell_id: str) -> str:
+    """A figure of the index: the image, which opens the PNG at full size when clicked, and its cell."""
+    size = f" ({figure.width} &times; {figure.height} px)" if figure.width else ""
+    return (f'<figure class=figure><a href="{figure.path}" title="open at full size"><img src="{figure.path}" '
+            f'alt="{html.escape(row.id)}, cell {html.escape(cell_id)}"'
+            + (f' width="{figure.width}" height="{figure.height}"' if figure.width else "")
+            + f'></a><figcaption>cell <a href="{stem}.html#cell-id={cell_id}">{html.escape(cell_id)}</a> of '
+              f'{html.escape(stem)}; click the figure for full size{size}</figcaption></figure>')
+
+
+def _row(row: Deliverable, mapping: Mapping, notebooks: dict, figures_of: dict) -> str:
     notebook = notebooks.get(row.notebook)
     stem = Path(mapping.notebooks[row.notebook]).stem
     if notebook is None:
-        body = f'<td colspan=4 class=missing>{html.escape(mapping.notebooks[row.notebook])} is missing</td>'
+        body = f'<td colspan=2 class=missing>{html.escape(mapping.notebooks[row.notebook])} is missing</td>'
         return f'<tr id="{anchor(row.id)}"><td class=id>{html.escape(row.id)}</td><td>{html.escape(row.title)}</td>{body}</tr>'
     cells = _cells(notebook)
     figures = []
     for cell_id in row.figures:
-        links = [f'<a href="{stem}.html#cell-id={cell_id}"><img src="{p}" alt="{html.escape(row.id)}"></a>'
-                 for p in figure_paths.get(row.notebook, {}).get(cell_id, [])]
-        figures += links or [f'<span class=missing>no figure in cell {cell_id}</span>']
+        shown = [_figure(figure, row, stem, cell_id) for figure in figures_of.get(row.notebook, {}).get(cell_id, [])]
+        figures += shown or [f'<div class=missing>no figure in cell {html.escape(cell_id)}</div>']
     measured = []
     replaced = replaced_references(mapping, row.notebook, notebook)
-    for cell_id in row.figures + row.measured:
+    for cell_id in dict.fromkeys(row.figures + row.measured):     # a cell named twice shows its text once
         cell = cells.get(cell_id)
         if cell is None:
             if cell_id in row.measured and cell_id not in replaced:
-                measured.append(f'<span class=missing>cell {cell_id} is missing</span>')
+                measured.append(f'<div class=missing>cell {html.escape(cell_id)} is missing</div>')
         elif cell.cell_type == "markdown":
-            measured.append(markdown_html(cell.source, cell.get("attachments")))
+            measured.append(f"<div class=markdown>{markdown_html(cell.source, cell.get('attachments'))}</div>")
         elif text := printed_text(cell):
             measured.append(f'<a href="{stem}.html#cell-id={cell_id}"><pre>{html.escape(text)}</pre></a>')
         elif cell_id in row.measured:
-            measured.append(f'<span class=missing>cell {cell_id} printed nothing</span>')
+            measured.append(f'<div class=missing>cell {html.escape(cell_id)} printed nothing</div>')
     measured += [_answer_block(answer, mapping, notebooks, row.measured if answer.notebook == row.notebook else ())
                  for answer in mapping.answers if answer.row == row.id]
     note = f'<div class=note>{html.escape(row.note)}</div>' if row.note else ""
     return (f'<tr id="{anchor(row.id)}"><td class=id>{html.escape(row.id)}</td>'
             f'<td>{html.escape(row.title)}{note}<div class=note>notebook '
-            f'<a href="{stem}.html">{html.escape(stem)}</a></div></td>'
-            f'<td class=figures>{"".join(figures)}</td><td class=measured>{"".join(measured)}</td>'
-            f'<td>{html.escape(recorded_profile(notebook))}</td>'
-            f'<td class=shown>{html.escape(shown_on(mapping, notebooks, row.notebook))}</td></tr>')
+            f'<a href="{stem}.html">{html.escape(stem)}</a>; shown on '
+            f'{html.escape(shown_on(mapping, notebooks, row.notebook))}</div></td>'
+            f'<td class=shown>{"".join(figures + measured)}</td>'
+            f'<td>{html.escape(recorded_profile(notebook))}</td></tr>')
+
+
+def _problem(problem: str, mapping: Mapping) -> str:
+    """A problem of the red list as a link to what it is about: its row, or the notebook cell that draws an
+    unmapped figure; a problem about no row or cell (a missing notebook) is plain text."""
+    rows = [row.id for row in mapping.deliverables if problem.startswith(f"{row.id}:")]
+    if rows:
+        return f'<li><a href="#{anchor(max(rows, key=len))}">{html.escape(problem)}</a></li>'
+    cell = re.match(r"cell (\S+) of (\S+)\.ipynb draws a figure", problem)
+    if cell and re.fullmatch(r"[A-Za-z0-9_-]+", cell.group(1)) and f"{cell.group(2)}.ipynb" in mapping.notebooks.values():
+        return f'<li><a href="{cell.group(2)}.html#cell-id={cell.group(1)}">{html.escape(problem)}</a></li>'
+    return f"<li>{html.escape(problem)}</li>"
 
 
 def build(notebooks: dict, out_dir: Path, title: str, mapping: Mapping | None = None,
@@ -488,29 +714,35 @@ def build(notebooks: dict, out_dir: Path, title: str, mapping: Mapping | None = 
     """Write the report for `notebooks` (key -> NotebookNode or None) into out_dir; return its problems.
 
     The files go into `batch` when one is given (the caller swaps them in, e.g. with its manifest), else into a
-    batch of their own, swapped in when all are written, index.html last. Nothing is deleted."""
+    batch of their own, swapped in when all are written, index.html last. MathJax's files are written only when
+    a page holds math (MathJaxMissing when its package is not installed). Nothing is deleted."""
     if batch is None:
         with Batch() as batch:
             return build(notebooks, out_dir, title, mapping, batch)
     mapping = mapping or load_mapping()
     out_dir = Path(out_dir)
-    figure_paths = {key: _export(Path(mapping.notebooks[key]).stem, nb, out_dir, batch)
-                    for key, nb in notebooks.items() if nb is not None}
+    exported = {key: _export(Path(mapping.notebooks[key]).stem, nb, out_dir, batch)
+                for key, nb in notebooks.items() if nb is not None}
+    figures_of = {key: figures for key, (figures, _) in exported.items()}
     batch.write_text(out_dir / "style.css", STYLE + HtmlFormatter().get_style_defs(".highlight"))
     found = problems(mapping, notebooks)
-    issues = "".join(f"<li>{html.escape(p)}</li>" for p in found)
-    rows = "\n".join(_row(row, mapping, notebooks, figure_paths) for row in mapping.deliverables)
+    issues = "".join(_problem(p, mapping) for p in found)
+    rows = "\n".join(_row(row, mapping, notebooks, figures_of) for row in mapping.deliverables)
     answers = (f" {len(mapping.answers)} written answers to grade are shown in their rows."
                if mapping.answers else "")
-    batch.write_text(out_dir / "index.html", page(title,
+    index = page(title,
         f"<h1>{html.escape(title)}</h1>"
         f"<p>{len(mapping.deliverables)} deliverables of the course documents, in their numbering "
-        f"(Part A / Part B: Fun With Diffusion Models; HW: the flow-matching homework). A figure links to its "
-        f"cell in the notebook's page.{answers}</p>"
-        + (f'<p class=missing>{len(found)} problems:</p><ul class=missing>{issues}</ul>' if found
-           else "<p>Every deliverable has its output.</p>")
-        + "<table><tr><th>id</th><th>deliverable</th><th>figures</th><th>measured</th><th>profile</th>"
-          f"<th>shown on</th></tr>\n{rows}\n</table>\n"))
+        f"(Part A / Part B: Fun With Diffusion Models; HW: the flow-matching homework). A figure opens at full "
+        f"size when clicked; its caption and the printed text link to the cell in the notebook's page.{answers}</p>"
+        + (f'<p class=missing>{len(found)} problems (each links to its row):</p><ul class=missing>{issues}</ul>'
+           if found else "<p>Every deliverable has its output.</p>")
+        + "<table class=deliverables><thead><tr><th class=id>id</th><th class=what>deliverable</th>"
+          "<th>figures, and what the notebook measured</th><th class=profile>profile</th></tr></thead>\n"
+          f"<tbody>{rows}</tbody>\n</table>\n")
+    if uses_math(index) or any(math for _, math in exported.values()):
+        _copy_mathjax(out_dir, batch)
+    batch.write_text(out_dir / "index.html", index)
     return found
 
 
