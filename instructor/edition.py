@@ -68,8 +68,9 @@ HAND_IN = "from helpers.handin import hand_in\n\nhand_in()"
 # STANDIN_CLASSIFIER); tests/test_release.py holds them to it.
 COURSE_PROVIDED = ("classifier", "flow_class_digits_fashion", "classifier_digits_fashion")
 # Third-party modules the notebooks and helpers import, and what the README's Colab section says of each.
-COLAB_PREINSTALLED = ("torch", "torchvision", "numpy", "scipy", "matplotlib", "tqdm", "ipywidgets", "IPython", "PIL",
-                      "filelock")
+COLAB_PREINSTALLED = {"torch": "", "torchvision": "", "numpy": "", "scipy": "", "matplotlib": "", "tqdm": "",
+                      "ipywidgets": "", "IPython": "the notebook kernel", "PIL": "pillow, which torchvision requires",
+                      "filelock": "which torch requires"}
 COLAB_OPTIONAL = {
     "diffusers": "notebook 04: the checks of exercises 4.1-4.8 compare with its DDPMScheduler, and DeepFloyd IF "
                  "runs through it",
@@ -286,10 +287,12 @@ def colab_section(root: Path = ROOT) -> str:
         raise CourseError(f"{', '.join(unknown)} (imported by {modules[unknown[0]][0]}) is neither in "
                           "COLAB_PREINSTALLED nor in COLAB_OPTIONAL of instructor/edition.py: say there how Colab "
                           "gets it, so that the README lists every package the notebooks import")
-    preinstalled = ", ".join(f"`{name}`" for name in modules if name in COLAB_PREINSTALLED)
+    preinstalled = ", ".join(f"`{name}`" + (f" ({COLAB_PREINSTALLED[name]})" if COLAB_PREINSTALLED[name] else "")
+                             for name in modules if name in COLAB_PREINSTALLED)
     optional = "".join(f"\n- `{name}`: {COLAB_OPTIONAL[name]}" for name in modules if name in COLAB_OPTIONAL)
     return (f"The notebooks and `helpers` import {preinstalled}, which Colab preinstalls (so does a local "
-            f"environment made from `environment.yml`), and{optional}\n\nOn Colab, before notebook 04: "
+            f"environment made from `environment.yml`). Only where noted they also import:{optional}\n\n"
+            "On Colab, before notebook 04: "
             "`%pip install diffusers` (and, for DeepFloyd IF on a GPU, `transformers sentencepiece accelerate`, "
             "a Hugging Face token and the model's licence accepted). Without them notebook 04 says so in one "
             "sentence and continues on the course's stand-in model.")
