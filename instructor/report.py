@@ -622,6 +622,7 @@ td.shown pre { background: #fafafa; border: 1px solid #eee; padding: .3em .4em; 
 .output_subarea { padding: .3em 0; }
 .output_stderr { background: #fdd; }
 .rendered_html table { border-collapse: collapse; }
+a.anchor-link { color: #bbb; text-decoration: none; font-size: .6em; margin-left: .3em; }
 """
 
 
