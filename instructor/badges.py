@@ -20,9 +20,7 @@ from pathlib import Path
 
 import nbformat
 
-from instructor.execute import NOTEBOOKS, write_atomic
-from instructor.report import read_notebook
-
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 REPOSITORY_URL = "https://github.com/diffusion-workbook/diffusion-workbook"
 BRANCH = "main"
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
@@ -131,6 +129,7 @@ def instructor_setup() -> str:
 
 def stale(folder: Path | None = None) -> list[str]:
     """The notebooks of `folder` (default notebooks/) whose badge or set-up cell differs from what this module builds."""
+    from instructor.report import read_notebook
     return [path.name for path in sorted((folder or NOTEBOOKS).glob("[0-9][0-9]_*.ipynb"))
             if badge(path.name) not in first_markdown(notebook := read_notebook(path)).source
             or first_code(notebook).source != instructor_setup()]
@@ -138,6 +137,8 @@ def stale(folder: Path | None = None) -> list[str]:
 
 def rewrite(folder: Path | None = None) -> list[str]:
     """Rewrite the badge line and set-up cell of the stale notebooks of `folder` (default notebooks/); their names."""
+    from instructor.execute import write_atomic
+    from instructor.report import read_notebook
     folder = folder or NOTEBOOKS
     names = stale(folder)
     for name in names:
