@@ -80,7 +80,8 @@ def test_class_gradebook_full_zero_and_partial_exactly(graded_class):
         assert int(table["cy"][column(key)]) == (0 if key in synthetic.HALF_DONE else MAX[key]), key
         assert int(table["eve"][column(key)]) == 0
     assert int(table["ada"][total]) == sum(MAX.values()) and int(table["bob"][total]) == 0
-    assert table["ada"]["written HW 1.1 f"] == "to grade" and table["bob"]["written HW 1.1 f"] == "missing"
+    assert table["ada"]["written HW 1.1 f / B 1.2.3"] == "to grade"
+    assert table["bob"]["written HW 1.1 f / B 1.2.3"] == "missing"
     assert table["ada"]["status"] == "graded"
     assert table["eve"]["status"].startswith("refused: eve.handin.zip holds '../escape.py'")
     assert not (graded_class["handins"].parent / "escape.py").exists()
@@ -231,3 +232,22 @@ def test_merge_writes_an_lms_csv_and_an_escaped_page(tmp_path):
     assert gradebook.CSP in page
     merge(tmp_path)
     assert (tmp_path / "grades.csv").read_text() == text                  # deterministic: no times, no paths
+
+
+def test_written_answers_come_from_the_answer_cells_once_per_question():
+    import nbformat
+
+    from instructor import report
+    from instructor.grade import student_report
+    mapping = report.load_mapping()
+    cells = {a.cell for a in mapping.answers}
+
+    def notebook(text):
+        return nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text, id=c) for c in cells])
+    filled = {a.notebook: notebook("The outputs converge to the data mean.") for a in mapping.answers}
+    stubbed = {a.notebook: notebook("YOUR ANSWER HERE") for a in mapping.answers}
+    answers = student_report.written(mapping, filled)
+    assert len(answers) == len(cells) and all(a["status"] == "to grade" for a in answers)
+    assert any(" / " in a["id"] for a in answers) == (len(cells) < len(mapping.answers))
+    assert all(a["status"] == "missing" and a["text"] == "" for a in student_report.written(mapping, stubbed))
+    assert all(a["status"] == "missing" for a in student_report.written(mapping, {}))

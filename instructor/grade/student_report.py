@@ -3,7 +3,7 @@
 `build` reads each course notebook of the unpacked hand-in (a missing, malformed or wrong-format notebook
 becomes one sentence and counts as missing), writes GRADES/reports/<name>/ with `instructor.report.build` (the
 same report the instructor's own render writes), and returns the missing deliverables it found. `written`
-collects the written answers (deliverables whose title says "written"): their text, "to grade", or "missing".
+collects the written answers of the mapping's ``[[answer]]`` tables: their text, "to grade", or "missing".
 """
 from pathlib import Path
 
@@ -31,21 +31,23 @@ def read(folder: Path, mapping) -> tuple[dict, list[str]]:
 
 
 def written(mapping, notebooks: dict) -> list[dict]:
-    answers = []
-    for row in mapping.deliverables:
-        if "written" not in row.title.lower():
+    """One entry per answer cell of the mapping's ``[[answer]]`` tables (two rows may share one question): the
+    rows it serves as its id, the question, the student's text (the reference cell's in notebooks that have no
+    answer cell, as the instructor's own), and "to grade", or "missing" when the cell is absent, empty or still
+    holds nbgrader's stub."""
+    answers: dict[tuple[str, str], dict] = {}
+    for answer in mapping.answers:
+        entry = answers.get((answer.notebook, answer.cell))
+        if entry is not None:
+            entry["id"] += f" / {answer.row}"
             continue
-        notebook = notebooks.get(row.notebook)
-        cells = {cell.get("id"): cell for cell in notebook.cells} if notebook is not None else {}
-        texts = []
-        for cell_id in row.measured:
-            cell = cells.get(cell_id)
-            if cell is not None:
-                text = cell.source if cell.cell_type == "markdown" else report.printed_text(cell)
-                texts.append(str(text).strip())
-        text = "\n\n".join(t for t in texts if t)[:WRITTEN_TEXT]
-        answers.append({"id": row.id, "title": row.title, "status": "to grade" if text else "missing", "text": text})
-    return answers
+        cells = {c.get("id"): c for c in notebooks[answer.notebook].cells} if notebooks.get(answer.notebook) else {}
+        cell = cells.get(answer.cell, cells.get(answer.reference))   # the instructor's own notebooks: the reference
+        text = str(cell.source).strip()[:WRITTEN_TEXT] if cell is not None else ""
+        status = "to grade" if text and report.STUB not in text else "missing"
+        answers[answer.notebook, answer.cell] = {"id": answer.row, "title": answer.prompt, "points": answer.points,
+                                                 "status": status, "text": text if status == "to grade" else ""}
+    return list(answers.values())
 
 
 def build(handin: Path, out_dir: Path, name: str) -> tuple[list[str], list[dict]]:
