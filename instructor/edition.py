@@ -28,8 +28,8 @@ check cell. `fill(student_dir)` puts the reference regions back into a built edi
 (the tests use it). Besides notebooks and helpers, the edition holds the data files this repository
 tracks in git (``data/x_1.pt``, ``data/drawn/``; MNIST and Fashion-MNIST are downloaded by
 `helpers.foundation.data` where they are missing), the course-provided checkpoints (`COURSE_PROVIDED`; see
-`instructor.release` for what ships pre-trained and why), ``environment.yml``, ``pyproject.toml`` without the
-instructor's package, ``LICENSE`` and a README (exercises, Colab, hand-in). Nothing in it links or points into
+`instructor.release` for what ships pre-trained and why), ``environment.yml`` (its packages and pins, without its
+comments), ``pyproject.toml`` without the instructor's package, ``LICENSE`` and a README (exercises, Colab, hand-in). Nothing in it links or points into
 this checkout.
 """
 import argparse
@@ -370,6 +370,15 @@ def shipped_files(root: Path = ROOT) -> list[Path]:
     return [path for path in files if not (root / path).is_symlink()]
 
 
+def _environment(text: str) -> str:
+    """The instructor's environment.yml for students: the same packages and pins, without its comments (which
+    speak of the instructor's tools) and with a header of its own."""
+    lines = [re.sub(r"\s+#.*$", "", line) for line in text.splitlines() if not line.lstrip().startswith("#")]
+    return ("# The packages of the student edition: conda env create -f environment.yml, or pip install each one\n"
+            "# listed under pip (the last, `-e .`, installs this repository's `helpers`).\n"
+            + "\n".join(line for line in lines if line.strip()) + "\n")
+
+
 def _pyproject(text: str) -> str:
     """The instructor's pyproject.toml without its `instructor` package (the edition has none)."""
     return re.sub(r',\s*"instructor\*?"', "", text)
@@ -400,9 +409,9 @@ def build(out: Path, root: Path = ROOT, repository: str | None = None, branch: s
     for relative in shipped_files(root):
         write_bytes(out / relative, (root / relative).read_bytes())
     write_text(out / "pyproject.toml", _pyproject((root / "pyproject.toml").read_text()))
-    for name in ("environment.yml", "LICENSE"):
-        if (root / name).is_file():
-            write_bytes(out / name, (root / name).read_bytes())
+    write_text(out / "environment.yml", _environment((root / "environment.yml").read_text()))
+    if (root / "LICENSE").is_file():
+        write_bytes(out / "LICENSE", (root / "LICENSE").read_bytes())
     write_text(out / "README.md", readme(active, root, repository, branch))
     return active
 

@@ -95,8 +95,12 @@ def test_data_comes_through_the_loaders(released):
     assert not (released / "data" / "MNIST").exists() and not (released / "data" / "FashionMNIST").exists()
 
 
-def test_the_release_pyproject_and_readme(released):
+def test_the_release_pyproject_environment_and_readme(released):
     assert "instructor" not in (released / "pyproject.toml").read_text()
+    packages = [re.sub(r"\s+#.*", "", line).strip() for line in (ROOT / "environment.yml").read_text().splitlines()
+                if line.strip().startswith("- ")]
+    assert [line.strip() for line in (released / "environment.yml").read_text().splitlines()
+            if line.strip().startswith("- ")] == packages
     readme = (released / "README.md").read_text()
     assert "python -m helpers.handin --name YOUR_ID" in readme and "KEEP_CHECKPOINTS_ON_DRIVE = True" in readme
     for module in edition.imported_modules():
