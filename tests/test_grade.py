@@ -251,3 +251,19 @@ def test_written_answers_come_from_the_answer_cells_once_per_question():
     assert any(" / " in a["id"] for a in answers) == (len(cells) < len(mapping.answers))
     assert all(a["status"] == "missing" and a["text"] == "" for a in student_report.written(mapping, stubbed))
     assert all(a["status"] == "missing" for a in student_report.written(mapping, {}))
+
+
+def test_a_class_of_reports_stores_mathjax_once(tmp_path):
+    from instructor.grade.student_report import share_mathjax
+    for name in ("ada", "bob"):
+        (tmp_path / name / "mathjax" / "jax").mkdir(parents=True)
+        (tmp_path / name / "mathjax" / "MathJax.js").write_text("mathjax")
+        (tmp_path / name / "mathjax" / "jax" / "a.js").write_text("a")
+        share_mathjax(tmp_path / name, tmp_path / ".shared")
+    for relative in ("mathjax/MathJax.js", "mathjax/jax/a.js"):
+        ada, bob = tmp_path / "ada" / relative, tmp_path / "bob" / relative
+        assert ada.samefile(bob) and ada.read_text() == bob.read_text()
+    (tmp_path / "cy" / "mathjax").mkdir(parents=True)
+    (tmp_path / "cy" / "mathjax" / "MathJax.js").write_text("another version")   # differs: kept as it is
+    share_mathjax(tmp_path / "cy", tmp_path / ".shared")
+    assert (tmp_path / "cy" / "mathjax" / "MathJax.js").read_text() == "another version"

@@ -5,6 +5,9 @@ becomes one sentence and counts as missing), writes GRADES/reports/<name>/ with 
 same report the instructor's own render writes), and returns the missing deliverables it found. `written`
 collects the written answers of the mapping's ``[[answer]]`` tables: their text, "to grade", or "missing".
 """
+import contextlib
+import filecmp
+import os
 from pathlib import Path
 
 from instructor import report
@@ -60,4 +63,27 @@ def build(handin: Path, out_dir: Path, name: str) -> tuple[list[str], list[dict]
         found = report.build(notebooks, out_dir, f"Diffusion workbook: deliverables of {name}", mapping)
     except Exception as error:   # a notebook the report cannot render: the grades stand, the report says why
         found = [f"the report could not be built ({type(error).__name__}: {str(error)[:200]})"]
+    share_mathjax(out_dir, out_dir.parent / ".shared")
     return problems + found, written(mapping, notebooks)
+
+
+def share_mathjax(out_dir: Path, shared: Path) -> None:
+    """Hard-link the report's copy of MathJax (about 1.9 MB) to one copy in `shared`, so that a class of reports
+    stores it once while each report folder stays whole (it can be sent to its student as it is)."""
+    folder = out_dir / "mathjax"
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.is_symlink():
+            continue
+        twin = shared / path.relative_to(out_dir)
+        twin.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.link(path, twin)                   # the first report of the class gives the shared copy
+        if os.path.samefile(path, twin) or not filecmp.cmp(path, twin, shallow=False):
+            continue
+        linked = path.with_name(f".{path.name}.link")
+        with contextlib.suppress(FileNotFoundError):
+            linked.unlink()
+        os.link(twin, linked)
+        os.replace(linked, path)
