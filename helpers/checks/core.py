@@ -40,6 +40,14 @@ def shape_of(value) -> str:
     return str(list(value.shape)) if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
 
 
+def name_the_mistake(got, named, what: str, tol: float = 1e-5) -> None:
+    """Fail with "<what>, <sentence>" for the first (expected, sentence) of `named` that `got` equals within `tol`:
+    each pair is a plausible wrong answer and the sentence that names it."""
+    for expected, sentence in named:
+        if close(got, expected, tol):
+            fail(f"{what}, {sentence}")
+
+
 def where(got: torch.Tensor, want: torch.Tensor) -> str:
     """'at [1, 0, 3, 4] yours is 0.123, expected 0.456' for the largest difference (same shapes)."""
     difference = (got.double() - want.double()).abs()

@@ -11,7 +11,7 @@ what to compare it with, never the solution's code."""
 import torch
 import torchvision.transforms.functional as TF
 
-from helpers.checks.core import close, fail, first_line, generator, grades, shape_of, where
+from helpers.checks.core import close, fail, first_line, generator, grades, name_the_mistake, shape_of, where
 
 STRIDED = list(range(990, -1, -30))   # DeepFloyd's strided schedule, as the course builds it
 COARSE = list(range(990, -1, -90))    # fewer, larger steps: catches a stride of 30 written into the code
@@ -79,9 +79,7 @@ def forward_process(forward):
             (x0 + (1 - a).sqrt() * noise, "x0 is not scaled down: the forward process shrinks the image as it adds "
                                           "noise"),
         )
-        for expected, sentence in named:
-            if close(got, expected, 1e-5):
-                fail(f"at t = {t}, {sentence}")
+        name_the_mistake(got, named, f"at t = {t}", 1e-5)
         implied = (got.double() - a.sqrt() * x0) / (1 - a).sqrt()
         if abs(float(implied.std()) - 1) < 0.3 and not close(implied, noise, 1e-2):
             fail(f"at t = {t}, forward ignores the noise it is given: with `noise`, x_t uses that noise")
@@ -134,9 +132,7 @@ def one_step_estimate(estimate_x0):
                 ((x_t - (1 - ac[t - 1].double()).sqrt() * noise) / ac[t - 1].double().sqrt(),
                  "it uses alpha_bar of t - 1 instead of t"),
             )
-            for expected, sentence in named:
-                if close(got, expected, 1e-4):
-                    fail(f"at t = {t}, {sentence}")
+            name_the_mistake(got, named, f"at t = {t}", 1e-4)
             fail(f"at t = {t} ({at}, with {label}), x0_hat differs from diffusers' DDPMScheduler.step(eps, t, x_t)"
                  f".pred_original_sample, {where(got, want)}")
 
@@ -536,9 +532,7 @@ def anagram(anagram):
             (torch.stack([views[0].inverse(e(views[0].apply(x), t)[0]) for e in estimates]).mean(0),
              "every prompt sees the first view: prompt k sees view k"),
         )
-        for expected, sentence in named:
-            if close(eps, expected):
-                fail(f"{what}, {sentence}")
+        name_the_mistake(eps, named, what)
         fail(f"{what}, the estimate differs from the average of each prompt's estimate seen through its view and "
              f"mapped back, {where(eps, want)}")
 
@@ -580,9 +574,7 @@ def hybrid(hybrid):
             (_blur(e_low, 33, 2.0) + e_high - _blur(e_high, 33, 2.0), "the blur ignores kernel_size and sigma and "
                                                                       "uses 33 and 2.0 always"),
         )
-        for expected, sentence in named:
-            if close(eps, expected, 1e-4):
-                fail(f"{what}, {sentence}")
+        name_the_mistake(eps, named, what, 1e-4)
         fail(f"{what}, the hybrid estimate differs from the blurred low estimate plus what the blur removes from "
              f"the high one, {where(eps, want)}: compare with helpers.diffusion.low_pass of each")
     x = torch.randn(1, 1, 40, 40)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.checks.core import close, fail, generator, grades, shape_of, where
+from helpers.checks.core import close, fail, generator, grades, name_the_mistake, shape_of, where
 
 
 class Recorder(nn.Module):
@@ -327,9 +327,7 @@ def classifier_free_guidance(classifier_free):
                                                     "velocity"),
             (gamma * conditional, "it scales the conditional velocity by gamma and leaves the unconditional one out"),
         )
-        for expected, sentence in named:
-            if close(out, expected, 1e-5):
-                fail(f"{what}, {sentence}")
+        name_the_mistake(out, named, what, 1e-5)
         fail(f"{what}, the guided velocity differs from the unconditional velocity moved gamma times its difference "
              f"to the conditional one, {where(out, want)}")
     x, labels = torch.randn(2, 1, 3, 3), torch.tensor([3, 7])

@@ -7,7 +7,7 @@ time range (the plain mean at t = 1, the nearest image at small t) is caught at 
 import torch
 import torch.nn.functional as F
 
-from helpers.checks.core import close, fail, first_line, grades, shape_of, where
+from helpers.checks.core import close, fail, first_line, grades, name_the_mistake, shape_of, where
 
 
 def _posterior_mean(query, candidates, centres, t, temperature, signal=None):
@@ -100,9 +100,7 @@ def ideal_denoiser(ideal_denoiser):
             (_over_batch(x_t, t, train), "the softmax runs over the batch of queries: it runs over the training "
                                          "images, for each query on its own"),
         )
-        for expected, sentence in named:
-            if close(got, expected, 1e-4):
-                fail(f"{what}, {sentence}")
+        name_the_mistake(got, named, what, 1e-4)
         fail(f"{what}, the output differs from the posterior mean over the training images (brute force), "
              f"{where(got, want)}")
 
@@ -141,8 +139,6 @@ def els_denoiser(els_denoiser):
                                                             "training image's border: take only patches lying "
                                                             "inside it"),
         )
-        for expected, sentence in named:
-            if close(got, expected, 1e-4):
-                fail(f"{what}, {sentence}")
+        name_the_mistake(got, named, what, 1e-4)
         fail(f"{what}, the output differs from the posterior mean over every {p} x {p} patch of every training "
              f"image (brute force), {where(got, want)}")
