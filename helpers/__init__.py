@@ -25,5 +25,5 @@ as data, and what an unfinished exercise says) and checks/ (the check each exerc
 foundation/ below the kernels (data, images, checkpoint files, device and seeding, input checks), training/
 above them (profiles, run folders, the training loop), measure/ (classifier metrics and their cache),
 display/ (figures and sliders), backends/ (DeepFloyd IF and the offline stand-in of notebook 04).
-The instructor's tools live outside this package, in `instructor/` (``python -m instructor <verb>``).
+The instructor's tools are not part of this package.
 """

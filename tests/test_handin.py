@@ -126,3 +126,25 @@ def test_not_a_zip_too_many_members_and_duplicates(tmp_path, monkeypatch):
     (tmp_path / "dup.handin.zip").write_bytes(buffer.getvalue())
     with pytest.raises(HandInError, match="twice"):
         unpack(tmp_path / "dup.handin.zip", tmp_path / "c")
+
+
+def test_on_colab_the_running_notebook_is_packed_with_its_outputs(repo, tmp_path, monkeypatch):
+    """Colab runs a badge's notebook from the browser: hand_in asks the front end for it and packs that."""
+    import sys
+    import types
+
+    from helpers.handin.pack import hand_in
+    running = dict(NOTEBOOK, cells=[{"cell_type": "markdown", "source": "# 02 · Time-conditioned", "metadata": {}},
+                                    *NOTEBOOK["cells"]])
+    colab = types.ModuleType("google.colab")
+    colab._message = types.SimpleNamespace(blocking_request=lambda kind, timeout_sec: {"ipynb": running})
+    downloads = []
+    colab.files = types.SimpleNamespace(download=downloads.append)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setitem(sys.modules, "google.colab._message", colab._message)
+    monkeypatch.setitem(sys.modules, "google.colab.files", colab.files)
+    path = hand_in("bo", root=repo, out=tmp_path)
+    manifest = unpack(path, tmp_path / "scratch")
+    assert manifest.unexecuted == [] and downloads == [str(path)]
+    assert json.loads((tmp_path / "scratch" / "notebooks" / "02_time_conditioned_flow_matching.ipynb").read_text()) == running

@@ -114,8 +114,8 @@ def load_deepfloyd(prompts: list[str], device="cuda", upsample: bool = True, sou
     try:
         loaders = _hub_loaders(device)
     except ImportError as error:
-        raise DeepFloydUnavailable(f"DeepFloyd IF needs transformers and sentencepiece ({error.name} is missing): "
-                                   "pip install transformers sentencepiece accelerate.") from None
+        raise DeepFloydUnavailable(f"DeepFloyd IF needs diffusers, transformers and sentencepiece ({error.name} is "
+                                   "missing): pip install diffusers transformers sentencepiece accelerate.") from None
     try:
         return _encode_then_load(prompts, device, upsample, *loaders, embeddings_file=embeddings_file)
     except EmbeddingsFileError:

@@ -3,8 +3,8 @@ random state alone, one CPU thread while it runs (the checks' tensors are small:
 translation of a stub's `ExerciseMissing` into the exercise's hint, and the words that say WHERE an output
 differs (`where`) when a check cannot name the mistake.
 
-A check must drive the student's code only through calls (the class grader replays its calls from a record,
-`instructor.grade.replay`): no forward hooks on a student's modules and no look at their types; reading a
+A check must drive the student's code only through calls (the class grader replays its calls from a record):
+no forward hooks on a student's modules and no look at their types; reading a
 module's `state_dict()` is fine."""
 import functools
 

@@ -12,6 +12,7 @@ A run lives in ``checkpoints/<profile>/<name>/`` (`folder`):
 
 `load` reads any of them: the last weights, their moving average, or the snapshot after one epoch.
 """
+import os
 from pathlib import Path
 
 import torch
@@ -21,7 +22,9 @@ from helpers.course_unet import ConditionalCourseUNet, CourseUNet
 from helpers.foundation import checkpoint_files as ckpt
 from helpers.foundation.classifier import DigitClassifier
 
-ROOT = Path(__file__).resolve().parents[2] / "checkpoints"
+# Where runs live: checkpoints/ of this repository, or WORKBOOK_CHECKPOINTS (the set-up cell's Drive switch points it
+# at Google Drive on Colab, so that training resumes on a new VM).
+ROOT = Path(os.environ.get("WORKBOOK_CHECKPOINTS") or Path(__file__).resolve().parents[2] / "checkpoints")
 
 # The runs the notebooks train, and which notebook trains each (named in the error when one is missing).
 DENOISER = "denoiser_sigma0.5"
