@@ -35,7 +35,6 @@ this checkout.
 import argparse
 import ast
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -48,10 +47,12 @@ from nbformat import NotebookNode
 from nbgrader.preprocessors import ClearSolutions
 
 from helpers.exercises import BY_KEY, EXERCISES
-from helpers.foundation.atomic import write_bytes, write_text
+from helpers.foundation.atomic import Batch
 from instructor import badges
+from instructor.output_folder import FolderError, OutputFolder
 
 ROOT = Path(__file__).resolve().parent.parent
+COMMAND = "python -m instructor student"
 DELIVERABLES = ROOT / "notebooks" / "deliverables.toml"
 # nbgrader's markers, spelled in two pieces: ClearSolutions treats any line containing them as a marker.
 BEGIN, END = "### BEGIN " + "SOLUTION", "### END " + "SOLUTION"
@@ -384,35 +385,59 @@ def _pyproject(text: str) -> str:
     return re.sub(r',\s*"instructor\*?"', "", text)
 
 
-def build(out: Path, root: Path = ROOT, repository: str | None = None, branch: str = badges.BRANCH) -> list[str]:
-    """Write the student edition to `out` (its helpers/ and notebooks/ replaced; other files written over, none
-    deleted); returns the active exercises. `repository` is the URL the set-up cells clone and the badges open."""
+def edition_files(root: Path, active: list[str], repository: str | None, branch: str) -> dict[str, bytes]:
+    """Every file of the student edition, by its path relative to the edition's folder."""
+    written = answers(root / "notebooks" / "deliverables.toml")
+    notebook_keys = tomllib.loads((root / "notebooks" / "deliverables.toml").read_text()).get("notebooks", {})
+    files: dict[str, bytes] = {}
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        mine = [answer for answer in written if notebook_keys.get(answer.notebook) == path.name]
+        text = nbformat.writes(student_notebook(nbformat.read(path, as_version=4), path.name, active, repository,
+                                                mine, branch))
+        files[f"notebooks/{path.name}"] = (text if text.endswith("\n") else text + "\n").encode()
+    for path in sources(root):
+        text, _ = strip_source(path.read_text(), str(path.relative_to(root)))
+        files[path.relative_to(root).as_posix()] = text.encode()
+    for relative in shipped_files(root):
+        files[Path(relative).as_posix()] = (root / relative).read_bytes()
+    files["pyproject.toml"] = _pyproject((root / "pyproject.toml").read_text()).encode()
+    files["environment.yml"] = _environment((root / "environment.yml").read_text()).encode()
+    if (root / "LICENSE").is_file():
+        files["LICENSE"] = (root / "LICENSE").read_bytes()
+    files["README.md"] = readme(active, root, repository, branch).encode()
+    return files
+
+
+def build(out: Path, root: Path = ROOT, repository: str | None = None, branch: str = badges.BRANCH,
+          replace: bool = False) -> list[str]:
+    """Write the student edition to `out`; returns the active exercises. `repository` is the URL the set-up cells
+    clone and the badges open.
+
+    The folder keeps a manifest of the files the edition wrote (`instructor.output_folder`): a rebuild replaces
+    those and removes those it no longer writes, and leaves every other file alone; a file it would overwrite that
+    it did not write is refused in one sentence (unless `replace`). A file whose content would change (a student's
+    solution in ``helpers/``, an edited notebook) is first copied to ``.backup/<time>/`` and the message names it.
+    Everything is written beside its target and swapped in when all is written, so an interruption or a full disk
+    leaves the previous edition whole."""
     out = Path(out)
     if out.resolve() == root.resolve():
         raise CourseError(f"--out {out} would overwrite the reference sources: choose a separate folder")
     active = active_exercises(root)
-    written = answers(root / "notebooks" / "deliverables.toml")
-    notebook_keys = tomllib.loads((root / "notebooks" / "deliverables.toml").read_text()).get("notebooks", {})
-    notebooks = {}
-    for path in sorted((root / "notebooks").glob("*.ipynb")):
-        mine = [answer for answer in written if notebook_keys.get(answer.notebook) == path.name]
-        notebooks[path.name] = student_notebook(nbformat.read(path, as_version=4), path.name, active, repository,
-                                                mine, branch)
-    for sub in ("helpers", "notebooks"):
-        shutil.rmtree(out / sub, ignore_errors=True)
-    for path in sources(root):
-        text, _ = strip_source(path.read_text(), str(path.relative_to(root)))
-        write_text(out / path.relative_to(root), text)
-    for name, nb in notebooks.items():
-        text = nbformat.writes(nb)
-        write_text(out / "notebooks" / name, text if text.endswith("\n") else text + "\n")
-    for relative in shipped_files(root):
-        write_bytes(out / relative, (root / relative).read_bytes())
-    write_text(out / "pyproject.toml", _pyproject((root / "pyproject.toml").read_text()))
-    write_text(out / "environment.yml", _environment((root / "environment.yml").read_text()))
-    if (root / "LICENSE").is_file():
-        write_bytes(out / "LICENSE", (root / "LICENSE").read_bytes())
-    write_text(out / "README.md", readme(active, root, repository, branch))
+    files = edition_files(root, active, repository, branch)
+    folder = OutputFolder(out, COMMAND)
+    folder.check(list(files), replace=replace, need_bytes=2 * sum(map(len, files.values())))
+    changed = [name for name, data in files.items() if (out / name).is_file() and (out / name).read_bytes() != data]
+    if changed:
+        backup = out / ".backup" / time.strftime("%Y%m%d-%H%M%S")
+        with Batch() as batch:
+            for name in changed:
+                batch.write_bytes(backup / name, (out / name).read_bytes())
+        print(f"{len(changed)} file{'s' if len(changed) > 1 else ''} of the earlier edition had other content "
+              f"(your work?); kept in {backup} before replacing them.")
+    with Batch() as batch:
+        for name, data in files.items():
+            batch.write_bytes(out / name, data)
+        folder.commit(batch, "edition")
     return active
 
 
@@ -446,13 +471,15 @@ def fill(student: Path, root: Path = ROOT, keep: tuple[str, ...] = ()) -> int:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m instructor student", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "student", help="output folder (default: student/)")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace files in --out that an earlier edition did not write (others are left alone)")
     parser.add_argument("--repository", help="the URL the set-up cells clone and the badges open (default: none; "
                                              "`python -m instructor release` sets it)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
-        active = build(args.out, repository=args.repository)
-    except (CourseError, ValueError, OSError) as error:
+        active = build(args.out, repository=args.repository, replace=args.replace)
+    except (CourseError, FolderError, ValueError, OSError) as error:
         sys.exit(f"error: {error}")
     print(f"student edition in {args.out}: {len(active)} exercises ({', '.join(active)}), "
           f"{time.perf_counter() - start:.1f} s")

@@ -51,6 +51,7 @@ import nbformat
 
 from helpers.foundation.atomic import write_bytes, write_text
 from instructor import badges, edition
+from instructor.output_folder import MANIFEST
 
 ROOT = edition.ROOT
 COURSE = "diffusion-workbook"
@@ -174,6 +175,7 @@ def release(repository: str, out: Path, root: Path = ROOT, branch: str = badges.
     with tempfile.TemporaryDirectory(prefix="release-") as temporary:
         staging = Path(temporary) / "edition"
         edition.build(staging, root, repository, branch)
+        (staging / MANIFEST).unlink()   # the edition's own record of its folder: release.json is the release's
         found = leaks(staging, root)
         if found:
             raise ReleaseError(f"the release would leak {len(found)} thing(s), first {found[0]}: fix the source "

@@ -15,6 +15,7 @@ from nbclient import NotebookClient
 
 from helpers.exercises import BY_KEY
 from instructor import edition
+from instructor.output_folder import FolderError
 
 ROOT = Path(__file__).resolve().parent.parent
 ACTIVE = edition.active_exercises()
@@ -199,3 +200,24 @@ def test_the_package_docstring_maps_every_exercise_to_its_file():
     for exercise in EXERCISES:
         assert exercise.key in rows, f"exercise {exercise.key} is not in helpers/__init__.py's table"
         assert exercise.file.removeprefix("helpers/") in rows[exercise.key], (exercise.key, rows[exercise.key])
+
+
+@pytest.mark.slow
+def test_a_rebuild_keeps_the_students_work_and_every_file_it_did_not_write(tmp_path, capsys):
+    """Issue 28: `make student` again used to wipe student/helpers/ and overwrite README.md without asking."""
+    out = tmp_path / "student"
+    edition.build(out)
+    solution = out / "helpers" / "denoise.py"
+    solution.write_text(solution.read_text() + "\n# my solution\n")
+    (out / "notes.txt").write_text("mine")
+    edition.build(out)
+    backups = list((out / ".backup").glob("*/helpers/denoise.py"))
+    assert len(backups) == 1 and backups[0].read_text().endswith("# my solution\n")
+    assert "kept in" in capsys.readouterr().out and (out / "notes.txt").read_text() == "mine"
+    assert "# my solution" not in solution.read_text()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "README.md").write_text("not an edition")
+    with pytest.raises(FolderError, match="would overwrite but did not write"):
+        edition.build(other)
+    assert (other / "README.md").read_text() == "not an edition"
