@@ -47,8 +47,8 @@ def summary(manifest: Manifest) -> str:
 def save_running_notebook(root: Path) -> str:
     """On Colab: write the notebook running in the browser over ``notebooks/NN_*.ipynb`` of the clone (NN from its
     title cell, "# NN · ..."), so that its outputs are packed; returns a line saying what was done."""
-    from google.colab import _message
     try:
+        from google.colab import _message
         notebook = _message.blocking_request("get_ipynb", timeout_sec=60)["ipynb"]
     except Exception as error:   # the front end's channel: any failure is one line, and the clone's file is packed
         return f"the running notebook could not be read from Colab ({type(error).__name__}); packing the saved files."
