@@ -105,6 +105,7 @@ def tiny_if():
     return deepfloyd.DeepFloydBackend(stage_1, embeddings)
 
 
+@pytest.mark.slow
 def test_every_trick_runs_on_an_if_shaped_backend(tiny_if):
     backend, ac = tiny_if, tiny_if.alphas_cumprod
     timesteps = diffusion.strided_timesteps(990, 330)  # 990, 660, 330, 0: short, same code path

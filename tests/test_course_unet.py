@@ -35,6 +35,7 @@ def _forward_by_hand(model, x, t, form):
     return model.decode(skips, unflatten + t1, modulate_up1=lambda up1: up1 + t2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["multiply", "add"])
 def test_time_only_modulation_follows_its_formula(form):
     torch.manual_seed(0)

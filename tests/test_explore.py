@@ -63,6 +63,7 @@ def test_a_value_is_computed_once_and_recalled(digit):
     assert len(calls) == 2
 
 
+@pytest.mark.slow
 def test_trajectory_runs_from_the_noise_at_t1_to_the_sample_at_t0(time_model):
     noise = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     explorer = explore.trajectory_slider(time_model, noise, 5)
@@ -73,6 +74,7 @@ def test_trajectory_runs_from_the_noise_at_t1_to_the_sample_at_t0(time_model):
     assert explorer.slider.step == pytest.approx(0.2)
 
 
+@pytest.mark.slow
 def test_guidance_view_is_the_guided_sample_and_gamma_changes_it(class_model):
     noise = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))
     labels = torch.tensor([3, 7])
@@ -105,6 +107,7 @@ def test_sdedit_shows_the_start_it_denoised_and_keeps_more_of_the_image_the_late
     assert explorer.slider.max == len(T) - 2
 
 
+@pytest.mark.slow
 def test_els_view_is_the_els_estimate_at_the_middle_step(time_model):
     train = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(5)) * 2 - 1
     noise = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(6))

@@ -45,6 +45,7 @@ def cli_error(capsys, argv) -> str:
 
 # --- the sampling CLI -------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_out_is_checked_before_sampling_and_no_temporary_file_is_left(time_run, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(samplers, "generate", lambda *a, **k: pytest.fail("sampled before checking --out"))
     assert "is a folder" in cli_error(capsys, [time_run, "--n", 2, "--out", tmp_path])
@@ -77,6 +78,7 @@ def test_a_failed_write_removes_its_temporary_file(tmp_path, monkeypatch):
     (["--n", 2, "--guide-epoch", 1, "--guidance", "inf"], "--guidance must be a finite number"),
     (["--n", 2, "--guide-epoch", 7, "--guidance", 2], "kept no weights after epoch 7: it kept those after epochs [1]"),
 ])
+@pytest.mark.slow
 def test_time_only_run_refuses_bad_arguments(time_run, tmp_path, capsys, argv, message):
     assert message in cli_error(capsys, [time_run, *argv, "--out", tmp_path / "s.pt"])
     assert not (tmp_path / "s.pt").exists()
@@ -87,6 +89,7 @@ def test_time_only_run_refuses_bad_arguments(time_run, tmp_path, capsys, argv, m
     (["--n", 3], "class-conditioned: give --per-class N"),
     (["--per-class", 1, "--guidance", "nan"], "--guidance must be a finite number"),
 ])
+@pytest.mark.slow
 def test_class_run_refuses_bad_arguments(class_run, tmp_path, capsys, argv, message):
     assert message in cli_error(capsys, [class_run, *argv, "--out", tmp_path / "s.pt"])
     assert not (tmp_path / "s.pt").exists()
@@ -100,6 +103,7 @@ def test_a_run_that_is_no_flow_model_is_named(tmp_path, capsys):
     assert "holds a CourseUNet, not a flow-matching model" in message
 
 
+@pytest.mark.slow
 def test_sampling_a_snapshot_file_samples_that_epoch(time_run, tmp_path):
     sample.main([str(time_run / "epoch_001.pt"), "--n", "2", "--steps", "2", "--out", str(tmp_path / "e1.pt")])
     images = torch.load(tmp_path / "e1.pt", weights_only=True)["images"]
@@ -107,6 +111,7 @@ def test_sampling_a_snapshot_file_samples_that_epoch(time_run, tmp_path):
     assert torch.equal(images, expected) and bool(torch.isfinite(images).all())
 
 
+@pytest.mark.slow
 def test_non_finite_samples_are_never_written(time_run, tmp_path, capsys, monkeypatch):
     model = runs.load(time_run)
     with torch.no_grad():
@@ -120,6 +125,7 @@ def test_non_finite_samples_are_never_written(time_run, tmp_path, capsys, monkey
 
 # --- loading runs -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_misleading_advice_is_gone(time_run, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="'cuda' is not available on this machine"):
@@ -135,6 +141,7 @@ def test_misleading_advice_is_gone(time_run, tmp_path):
         runs.load(time_run, "best")
 
 
+@pytest.mark.slow
 def test_a_run_folder_with_a_dot_in_its_name_loads(tmp_path):
     folder = tiny_run(tmp_path / "denoiser_sigma0.5", epochs=1, keep_epochs=())
     assert runs.load(folder).config["name"] == "ConditionalCourseUNet"
@@ -149,6 +156,7 @@ def test_a_missing_run_names_the_notebook_that_trains_it(tmp_path):
 
 @pytest.mark.parametrize("make", [lambda c: ConditionalCourseUNet(hidden=4, image_size=8, num_classes=c),
                                   lambda c: AttentionUNet(hidden=8, image_size=8, num_classes=c)])
+@pytest.mark.slow
 def test_network_inputs(make):
     time_only, labelled = make(0).eval(), make(10).eval()
     x = torch.randn(2, 1, 8, 8)
@@ -204,6 +212,7 @@ def test_a_nan_image_stops_training_before_anything_is_written(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_diverging_run_keeps_its_last_good_checkpoint(tmp_path):
     model = ConditionalCourseUNet(hidden=4, image_size=32)
     data = (torch.rand(8, 1, 32, 32) * 2 - 1,)

@@ -154,6 +154,7 @@ def test_autoguidance_steps_away_from_the_weak_model():
                             2.0)
 
 
+@pytest.mark.slow
 def test_sample_is_reproducible_and_rejects_unknown_methods():
     torch.manual_seed(0)
     velocity = guidance.classifier_free(ConditionalCourseUNet(hidden=4, image_size=8, num_classes=10).eval(), 5.0)
@@ -175,6 +176,7 @@ def test_generate_draws_the_same_noise_whatever_the_batch_size():
     lambda: ConditionalCourseUNet(hidden=8, image_size=32, num_classes=10),
     lambda: AttentionUNet(hidden=8, image_size=32, num_classes=10),
 ])
+@pytest.mark.slow
 def test_class_conditioned_unets(make):
     torch.manual_seed(0)
     model = make().eval()

@@ -181,6 +181,7 @@ def test_sandbox_is_unprivileged_offline_and_sees_no_reference(tmp_path):
     assert "Read-only file system" in lines[-3] and "Read-only file system" in lines[-2]
 
 
+@pytest.mark.slow
 def test_missing_sandbox_tool_refuses_in_one_sentence(tmp_path):
     archive = tmp_path / "amy.handin.zip"
     archive.write_bytes(b"not graded")

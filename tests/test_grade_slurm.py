@@ -137,6 +137,7 @@ def test_a_path_an_sbatch_line_cannot_carry_is_one_sentence(tmp_path):
         slurm.script(1, tmp_path / "l", tmp_path / "my grades", slurm.Request(1, 1024, 5), 1)
 
 
+@pytest.mark.slow
 def test_emit_only_writes_list_and_script_and_submits_nothing(handins, tmp_path):
     grades = tmp_path / "grades"
     done = subprocess.run([sys.executable, "-m", "instructor.grade.slurm", str(handins), "--out", str(grades),
@@ -150,6 +151,7 @@ def test_emit_only_writes_list_and_script_and_submits_nothing(handins, tmp_path)
     assert sorted(p.name for p in grades.iterdir()) == ["slurm"]
 
 
+@pytest.mark.slow
 def test_missing_sbatch_is_one_sentence(handins, tmp_path):
     done = subprocess.run([sys.executable, "-m", "instructor.grade.slurm", str(handins), "--out",
                            str(tmp_path / "g")], capture_output=True, text=True, cwd=ROOT,
@@ -161,6 +163,7 @@ def test_missing_sbatch_is_one_sentence(handins, tmp_path):
     assert not (tmp_path / "g").exists()
 
 
+@pytest.mark.slow
 def test_merge_only_writes_the_gradebook_of_the_results_there(tmp_path):
     grades = tmp_path / "grades"
     command = [sys.executable, "-m", "instructor.grade.slurm", "--out", str(grades), "--merge-only"]

@@ -82,6 +82,7 @@ def test_local_score_with_a_whole_image_patch_equals_ideal_score(tiny):
                               atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("p", [3, 5])
 def test_els_matches_brute_force(tiny, p):
     x_t, train = tiny
@@ -92,6 +93,7 @@ def test_els_matches_brute_force(tiny, p):
     assert torch.allclose(ideal.els_denoiser(x_t, 0.6, train, p, group=3, deduplicate=True), expected, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("p", [1, 3, 5, 7])
 def test_bbels_matches_brute_force(tiny, p):
     x_t, train = tiny

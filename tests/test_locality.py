@@ -54,6 +54,7 @@ def test_stored_calibration_is_reused_and_checked(setting, tmp_path):
         locality.calibrated_schedule(fm, must_not_run, train, noise, 3, [3, 5], tmp_path, {**config, "steps": 3})
 
 
+@pytest.mark.slow
 def test_a_retrained_network_is_not_matched_with_its_old_calibration(tmp_path):
     torch.manual_seed(0)
     network = ConditionalCourseUNet(hidden=4, image_size=8).eval()

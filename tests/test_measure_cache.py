@@ -161,6 +161,7 @@ def _write_many(folder: str, prefix: str, count: int) -> None:
         cache.cached(folder, f"{prefix} {i}", lambda: {"x": float(i)}, {"i": i})
 
 
+@pytest.mark.slow
 def test_two_processes_writing_the_same_file_lose_no_entry(tmp_path):
     """400 writes from two processes at once: every entry is found afterwards."""
     context = multiprocessing.get_context("fork")
@@ -220,6 +221,7 @@ def counting(monkeypatch, module, name):
 TIME = dict(samples=8, seed=2, steps=3, profile="smoke")
 
 
+@pytest.mark.slow
 def test_of_run_measures_once_then_reads_back(checkpoints, monkeypatch):
     sampled = counting(monkeypatch, quality.samplers, "integrate")
     first = quality.of_run("time", epoch=2, **TIME)
@@ -230,6 +232,7 @@ def test_of_run_measures_once_then_reads_back(checkpoints, monkeypatch):
     assert entry["inputs"]["reference images"]["file"] == quality.REFERENCE_IMAGES
 
 
+@pytest.mark.slow
 def test_a_cache_made_on_one_machine_hits_where_features_round_differently(checkpoints, monkeypatch):
     """The committed figure must be served where the classifier's features differ in their last bit."""
     first = quality.of_run("time", epoch=2, **TIME)
@@ -250,6 +253,7 @@ def test_a_cache_made_on_one_machine_hits_where_features_round_differently(check
     assert classified and sampled and again != first
 
 
+@pytest.mark.slow
 def test_another_epoch_seed_guide_or_retrained_checkpoint_measures_again(checkpoints, monkeypatch):
     sampled = counting(monkeypatch, quality.samplers, "integrate")
     quality.of_run("time", epoch=2, **TIME)
@@ -267,6 +271,7 @@ def test_another_epoch_seed_guide_or_retrained_checkpoint_measures_again(checkpo
     assert len(sampled) == 5
 
 
+@pytest.mark.slow
 def test_class_conditioned_runs_are_measured_per_class_with_gamma(checkpoints):
     q = quality.of_run("class", gamma=3, per_class=2, seed=2, steps=2, method="heun", profile="smoke")
     assert set(q) == {"accuracy", "confident > 0.9", "Frechet distance"} and 0 <= q["accuracy"] <= 1
@@ -282,6 +287,7 @@ def test_class_conditioned_runs_are_measured_per_class_with_gamma(checkpoints):
     ("time", dict(samples=8, epoch=7), "kept no weights after epoch 7"),
     ("missing", dict(samples=8), "no trained model at"),
 ])
+@pytest.mark.slow
 def test_wrong_settings_get_one_sentence(checkpoints, run, settings, message):
     with pytest.raises((ValueError, CheckpointError), match=message) as error:
         quality.of_run(run, **{"seed": 2, "steps": 2, "profile": "smoke", **settings})

@@ -31,6 +31,7 @@ def test_classifier_shapes_and_input_check():
         model(torch.randn(5, 1, 28, 28))
 
 
+@pytest.mark.slow
 def test_real_data_floor_is_the_quality_of_a_seeded_real_subset():
     model = DigitClassifier(width=4)
     images = torch.randn(40, 1, 32, 32, generator=torch.Generator().manual_seed(0))

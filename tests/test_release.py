@@ -39,6 +39,7 @@ def test_the_course_provided_runs_are_helpers_runs():
     assert edition.COURSE_PROVIDED == (runs.CLASSIFIER, runs.STANDIN, runs.STANDIN_CLASSIFIER)
 
 
+@pytest.mark.slow
 def test_the_release_is_a_git_work_tree_with_a_commit_and_its_record(released):
     assert git(released, "log", "--format=%s").splitlines() == ["diffusion-workbook release 1"]
     assert git(released, "status", "--porcelain") == ""
@@ -160,6 +161,7 @@ def fake_checkout(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_errata_add_a_commit_and_never_touch_files_the_release_did_not_write(tmp_path):
     root, out = fake_checkout(tmp_path), tmp_path / "dw-student"
     assert release.release(URL, out, root)["version"] == 1

@@ -195,6 +195,7 @@ def png(color=(200, 30, 30), size=(12, 8)) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+@pytest.mark.slow
 def test_no_row_prints_a_text_twice(built):
     out, _ = built
     soup = BeautifulSoup((out / "index.html").read_text(), "html.parser")
@@ -205,6 +206,7 @@ def test_no_row_prints_a_text_twice(built):
         assert soup.find("tr", id=row_id).find_all("pre")
 
 
+@pytest.mark.slow
 def test_the_problem_list_links_each_problem_to_its_row(tmp_path):
     mapping = report.load_mapping()
     notebooks = report.read_folder(execute.NOTEBOOKS, mapping)
@@ -269,6 +271,7 @@ def test_a_notebook_page_shows_a_widget_as_a_figure_and_text(tmp_path):
     assert Image.open(tmp_path / "figures" / "01_x-widget-0.png").size == (40, 20)
 
 
+@pytest.mark.slow
 def test_math_brings_the_local_mathjax_and_a_page_without_math_no_script(tmp_path):
     plain = new_notebook()
     plain.cells = [new_markdown_cell("no formula here", id="m"), new_code_cell("1", id="backend", outputs=[

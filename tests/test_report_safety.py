@@ -184,6 +184,7 @@ def pages(out: Path) -> list[Path]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("walls", ["both", "sanitiser only", "policy only"])
 def test_no_payload_runs_in_any_page_the_report_writes(tmp_path, monkeypatch, browser, walls):
     out, _ = build(tmp_path, monkeypatch, walls)
@@ -193,6 +194,7 @@ def test_no_payload_runs_in_any_page_the_report_writes(tmp_path, monkeypatch, br
         assert not state["title"].startswith("PWNED") and state["url"] == page.as_uri(), (walls, state)
 
 
+@pytest.mark.slow
 def test_control_without_either_wall_the_payloads_run(tmp_path, monkeypatch, browser):
     """The browser check can fail: with neither wall, the payloads of every markup route run."""
     out, _ = build(tmp_path, monkeypatch, "neither")
@@ -222,6 +224,7 @@ def test_no_script_handler_or_script_url_from_a_submission_survives_in_the_files
         assert "widget-state" not in page.read_text()                  # the widget state is not carried over
 
 
+@pytest.mark.slow
 def test_svg_outputs_and_attachments_are_shown_as_images_that_cannot_run_script(built, browser):
     out, _ = built
     notebook_page = out / "01_payloads.html"

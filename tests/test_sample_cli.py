@@ -18,6 +18,7 @@ def tiny_run(tmp_path, num_classes, epochs=1, keep_epochs=()):
     return run_dir
 
 
+@pytest.mark.slow
 def test_class_conditioned_file_is_reproducible(tmp_path):
     run = tiny_run(tmp_path, 10)
     args = [str(run), "--per-class", "2", "--guidance", "5", "--steps", "3", "--seed", "4"]
@@ -30,6 +31,7 @@ def test_class_conditioned_file_is_reproducible(tmp_path):
     assert torch.equal(a["images"], b["images"])
 
 
+@pytest.mark.slow
 def test_time_only_checkpoint_takes_n(tmp_path, capsys):
     run = tiny_run(tmp_path, 0)
     sample.main([str(run / "last.pt"), "--n", "3", "--steps", "2", "--out", str(tmp_path / "t.pt")])
@@ -40,6 +42,7 @@ def test_time_only_checkpoint_takes_n(tmp_path, capsys):
     assert "time-only: give --n N" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_missing_or_unfinished_checkpoint_is_explained(tmp_path, capsys):
     with pytest.raises(SystemExit):
         sample.main([str(tmp_path / "nothing"), "--n", "1", "--out", str(tmp_path / "x.pt")])
@@ -53,6 +56,7 @@ def test_missing_or_unfinished_checkpoint_is_explained(tmp_path, capsys):
     assert "unfinished (epoch 1 of 2)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_autoguidance_by_an_earlier_snapshot(tmp_path, capsys):
     run = tiny_run(tmp_path, 0, epochs=2, keep_epochs=(1,))
     args = [str(run), "--n", "3", "--steps", "2", "--guide-epoch", "1"]
