@@ -38,6 +38,7 @@ if "google.colab" in sys.modules:
 {clone}    %cd /content/{folder}/notebooks
     if KEEP_CHECKPOINTS_ON_DRIVE:
         import shutil
+
         from google.colab import drive
 
         drive.mount("/content/drive")
