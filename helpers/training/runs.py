@@ -86,7 +86,8 @@ def _file(path: Path, epoch: int | None) -> Path:
     """The checkpoint file that holds a run's last weights (epoch None) or its weights after `epoch`."""
     run_folder = path if path.is_dir() or path.suffix != ".pt" else path.parent  # folder names may hold dots
     made_by = MADE_BY.get(run_folder.name, "its training cell")
-    if not run_folder.is_dir():
+    trained = run_folder.is_dir() and ((run_folder / "last.pt").exists() or any(run_folder.glob("epoch_*.pt")))
+    if not trained:   # no folder, or one a training that never finished an epoch left (its lock, say)
         raise ckpt.CheckpointError(f"no trained model at {run_folder}: run {made_by} first, in the same profile "
                                    "(WORKBOOK_PROFILE), to train it.")
     if epoch is None:
