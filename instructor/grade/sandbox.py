@@ -148,7 +148,11 @@ def command(layout: Layout, caps: Caps, uid: int, fd: int) -> list[str]:
         raise SandboxMissing("this machine has no /run folder to mount the grader's files under.")
     for path in hidden:
         args += ["--remount-ro", path]
-    args += ["--perms", "01777", "--size", str(caps.scratch_mib * 2**20), "--tmpfs", "/tmp", "--clearenv"]
+    args += ["--perms", "01777", "--size", str(caps.scratch_mib * 2**20), "--tmpfs", "/tmp"]
+    for back in backs:   # a Python environment that lives under /tmp (a checkout there) is bound back, read-only
+        if back.startswith("/tmp/"):
+            args += [*_dirs(back, "/tmp"), "--ro-bind", back, back]
+    args += ["--clearenv"]
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "PYTHONHASHSEED": "0",
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
