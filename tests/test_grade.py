@@ -164,7 +164,7 @@ def test_wrong_answers_get_the_checks_sentence_and_hidden_checks_catch_more(tmp_
 
 @sandboxed
 def test_sandbox_is_unprivileged_offline_and_sees_no_reference(tmp_path):
-    probe = ("id -u >&2; grep CapEff /proc/self/status >&2; ls -A /work/main >&2; ls /run/grade >&2; "
+    probe = (f"id -u >&2; grep CapEff /proc/self/status >&2; ls -A {ROOT} >&2; ls /run/grade >&2; "
              "cat /proc/net/dev | tail -n +3 | cut -d: -f1 >&2; touch /tmp/ok && echo scratch-ok >&2; "
              "touch /etc/x 2>&1 | tail -1 >&2; touch /run/grade/in/x 2>&1 | tail -1 >&2")
     (tmp_path / "in").mkdir()
