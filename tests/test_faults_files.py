@@ -743,7 +743,7 @@ def _kill_hook(sandbox: str, kill_at: int | None, log: int):
     return hook
 
 
-def _fork(work, sandbox: Path, kill_at: int | None = None, kill_after: float | None = None) -> dict:
+def _fork(work, sandbox: Path, kill_at: int | None = None) -> dict:
     """Run `work()` in a forked child with the kill hook; return how it ended and its last file operation."""
     log_file = sandbox.parent / f".{sandbox.name}.events"
     pid = os.fork()
@@ -762,9 +762,6 @@ def _fork(work, sandbox: Path, kill_at: int | None = None, kill_after: float | N
         except BaseException:
             code = 3
         os._exit(code)
-    if kill_after is not None:
-        time.sleep(kill_after)
-        os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     _end_descendants()
     events = log_file.read_text().splitlines() if log_file.exists() else []
