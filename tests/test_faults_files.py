@@ -549,7 +549,10 @@ def test_a_read_only_file_system_is_refused_before_any_work(small_disk, tmp_path
         _tiny_training(disk / "new", epochs=1, keep=())
     capsys.readouterr()
     assert cache.cached(disk / "finished", "m", lambda: {"x": 1.0}, {"i": 1}) == {"x": 1.0}   # kept, one warning
-    assert capsys.readouterr().err.count("\n") == 1
+    # the lock file is the first thing it cannot write: the same sentence as a write's, not a raw OSError
+    assert capsys.readouterr().err == ("warning: the measurement 'm' was computed but not stored: the file system is "
+                                       f"read-only while writing {disk / 'finished' / cache.FILE_NAME}; nothing was "
+                                       f"written to {cache.FILE_NAME}.\n")
 
 
 @pytest.mark.slow
@@ -574,11 +577,27 @@ def test_an_immutable_checkpoint_or_cache_file_is_one_sentence_and_a_computed_va
                                      "last.pt is intact.")
         assert cache.cached(tmp_path, "b", lambda: {"x": 2.0}, {"i": 2}) == {"x": 2.0}
         warning = capsys.readouterr().err
-        assert warning.startswith("warning: the measurement 'b' was computed but not stored (operation not permitted")
-        assert warning.count("\n") == 1 and (tmp_path / cache.FILE_NAME).read_bytes() == stored
+        assert warning == ("warning: the measurement 'b' was computed but not stored: operation not permitted while "
+                           f"writing {tmp_path / cache.FILE_NAME}; the previous {cache.FILE_NAME} is intact.\n")
+        assert (tmp_path / cache.FILE_NAME).read_bytes() == stored
         assert ckpt.load(tmp_path / "last.pt")["epoch"] == 1 and not temporaries(tmp_path)
     finally:
         subprocess.run(["chattr", "-i", str(tmp_path / "last.pt"), str(tmp_path / cache.FILE_NAME)])
+
+
+def test_a_cache_lock_held_too_long_is_one_sentence_and_the_value_is_kept(tmp_path, capsys, monkeypatch):
+    """Another process holding measurements.json's lock past the timeout (here a second lock on the file, which
+    flock refuses even within one process): the value is returned, and the warning is one sentence."""
+    import filelock
+
+    from helpers.measure import cache
+    monkeypatch.setattr(cache, "LOCK_TIMEOUT_S", 0.05)
+    with filelock.FileLock(tmp_path / cache.LOCK_NAME):
+        assert cache.cached(tmp_path, "m", lambda: {"x": 1.0}, {"i": 1}) == {"x": 1.0}
+    assert capsys.readouterr().err == ("warning: the measurement 'm' was computed but not stored: another process "
+                                       f"held its lock ({tmp_path / cache.LOCK_NAME}) for 0.05 s; the previous "
+                                       f"{cache.FILE_NAME} is as it was.\n")
+    assert not (tmp_path / cache.FILE_NAME).exists()
 
 
 @pytest.mark.parametrize("where", ["a file", "below a file"])

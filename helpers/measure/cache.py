@@ -218,9 +218,20 @@ def cached(folder, label: str, compute: Callable[[], dict], inputs: dict) -> dic
     try:
         _store(folder, label, entry)
     except (OSError, filelock.Timeout) as error:
-        reason = str(error) if isinstance(error, atomic.WriteError) else f"{type(error).__name__}: {error}"
-        warn(f"the measurement {label!r} was computed but not stored ({reason}).")
+        warn(f"the measurement {label!r} was computed but not stored: {_unstored(error, path)}")
     return value
+
+
+def _unstored(error: BaseException, path: Path) -> str:
+    """Why a value could not be stored in `path`, as the end of one sentence (with its full stop): the write's
+    own sentence, the lock file's failure (a read-only file system, no permission) in the same words, or the
+    lock's holder not letting go."""
+    if isinstance(error, filelock.Timeout):
+        return (f"another process held its lock ({path.parent / LOCK_NAME}) for {LOCK_TIMEOUT_S} s; the previous "
+                f"{path.name} is as it was.")
+    if isinstance(error, atomic.WriteError):
+        return str(error)
+    return atomic.describe(error, path)
 
 
 def _feed(digest, state: dict) -> None:
