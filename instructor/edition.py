@@ -34,6 +34,8 @@ this checkout.
 """
 import argparse
 import ast
+import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -47,12 +49,15 @@ from nbformat import NotebookNode
 from nbgrader.preprocessors import ClearSolutions
 
 from helpers.exercises import BY_KEY, EXERCISES
-from helpers.foundation.atomic import Batch
+from helpers.foundation import atomic
 from instructor import badges
-from instructor.output_folder import FolderError, OutputFolder
+from instructor.output_folder import FolderError, OutputFolder, folder_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = "python -m instructor student"
+GROUP = "edition"   # the manifest's group of the edition's files
+# the repository's folders an --out may not lie in: the edition is built from them, or they hold its code or history
+SOURCE_FOLDERS = ("helpers", "notebooks", "data", "checkpoints", "instructor", "tests", ".git")
 DELIVERABLES = ROOT / "notebooks" / "deliverables.toml"
 # nbgrader's markers, spelled in two pieces: ClearSolutions treats any line containing them as a marker.
 BEGIN, END = "### BEGIN " + "SOLUTION", "### END " + "SOLUTION"
@@ -408,36 +413,80 @@ def edition_files(root: Path, active: list[str], repository: str | None, branch:
     return files
 
 
+def _refuse_source_tree(out: Path, root: Path) -> None:
+    """A CourseError, before any work, for an --out that holds the repository or lies in a folder the edition is
+    built from (the next build would read the edition as sources, or the swap would move the checkout)."""
+    real, top = Path(out).resolve(), Path(root).resolve()
+    if top == real or top.is_relative_to(real):
+        raise CourseError(f"--out {out} would overwrite the reference sources (the repository {top} is in it): choose "
+                          "a separate folder (default: student/).")
+    if real.is_relative_to(top) and real.relative_to(top).parts[0] in SOURCE_FOLDERS:
+        raise CourseError(f"--out {out} is inside the repository's {real.relative_to(top).parts[0]}/ folder, which "
+                          "holds its sources: choose a folder outside it (default: student/).")
+
+
+def _changed_by_user(folder: OutputFolder, files: dict[str, bytes]) -> list[str]:
+    """The files of an earlier edition a rebuild would replace or remove whose content is not what the edition
+    wrote there (by the manifest's digest; without one, any content other than the new): a student's work."""
+    changed = []
+    for name in sorted(set(files) | folder.groups.get(GROUP, set())):
+        path = folder.path / name
+        if path.is_symlink() or not path.is_file():
+            continue
+        content = path.read_bytes()
+        if content == files.get(name) or hashlib.sha256(content).hexdigest() == folder.digests.get(name):
+            continue
+        changed.append(name)
+    return changed
+
+
+def _lock_file(real: Path) -> Path:
+    """The edition's lock: beside the folder (which the build swaps), unless only the folder itself is writable."""
+    real.parent.mkdir(parents=True, exist_ok=True)
+    if os.access(real.parent, os.W_OK | os.X_OK):
+        return real.parent / f".{real.name}.edition.lock"
+    real.mkdir(exist_ok=True)
+    return real / ".edition.lock"
+
+
 def build(out: Path, root: Path = ROOT, repository: str | None = None, branch: str = badges.BRANCH,
-          replace: bool = False) -> list[str]:
+          replace: bool = False, wait: bool = False) -> list[str]:
     """Write the student edition to `out`; returns the active exercises. `repository` is the URL the set-up cells
     clone and the badges open.
 
-    The folder keeps a manifest of the files the edition wrote (`instructor.output_folder`): a rebuild replaces
-    those and removes those it no longer writes, and leaves every other file alone; a file it would overwrite that
-    it did not write is refused in one sentence (unless `replace`). A file whose content would change (a student's
-    solution in ``helpers/``, an edited notebook) is first copied to ``.backup/<time>/`` and the message names it.
-    Everything is written beside its target and swapped in when all is written, so an interruption or a full disk
-    leaves the previous edition whole."""
+    The folder keeps a manifest of the files the edition wrote, with their digests (`instructor.output_folder`): a
+    rebuild replaces those and removes those it no longer writes, and leaves every other file alone; a file it
+    would overwrite that it did not write is refused in one sentence (unless `replace`). A file the student changed
+    since the edition wrote it (a solution in ``helpers/``, an edited notebook) is first kept in
+    ``.backup/<time>/`` and the message names it. One build at a time: a second is refused in one sentence naming
+    the first (or waits for it, with `wait`). The new edition is built beside `out` and swapped in as one
+    (`OutputFolder.swap_tree`), so a kill at any point or a full disk leaves the previous edition whole, or the new
+    one; a tree a kill left beside `out` is emptied by the next build, which moves back anything that was not its
+    own. An --out that holds the repository or lies in one of its source folders is refused."""
     out = Path(out)
-    if out.resolve() == root.resolve():
-        raise CourseError(f"--out {out} would overwrite the reference sources: choose a separate folder")
+    _refuse_source_tree(out, root)
+    OutputFolder(out, COMMAND).check([])   # a file, an unwritable place or a damaged manifest: said before any work
     active = active_exercises(root)
     files = edition_files(root, active, repository, branch)
-    folder = OutputFolder(out, COMMAND)
-    folder.check(list(files), replace=replace, need_bytes=2 * sum(map(len, files.values())))
-    changed = [name for name, data in files.items() if (out / name).is_file() and (out / name).read_bytes() != data]
-    if changed:
-        backup = out / ".backup" / time.strftime("%Y%m%d-%H%M%S")
-        with Batch() as batch:
-            for name in changed:
-                batch.write_bytes(backup / name, (out / name).read_bytes())
-        print(f"{len(changed)} file{'s' if len(changed) > 1 else ''} of the earlier edition had other content "
-              f"(your work?); kept in {backup} before replacing them.")
-    with Batch() as batch:
-        for name, data in files.items():
-            batch.write_bytes(out / name, data)
-        folder.commit(batch, "edition")
+    real = out.resolve()
+    try:
+        lock_file = _lock_file(real)
+    except OSError as error:
+        raise atomic.WriteError(error.errno, atomic.describe(error, real)) from None
+    with folder_lock(lock_file, f"--out {out}", wait):
+        folder = OutputFolder(out, COMMAND)          # read again under the lock
+        folder.check(list(files), replace=replace, need_bytes=2 * sum(map(len, files.values())))
+        rescued = folder.settle_leftovers()
+        done = folder.swap_tree(files, GROUP, keep=_changed_by_user(folder, files))
+    rescued += done.rescued
+    if done.kept_in:
+        count = sum(1 for path in (real / done.kept_in).rglob("*") if path.is_file())
+        print(f"{count} file{'s' if count > 1 else ''} of the earlier edition had changed since it was written (your "
+              f"work?): kept in {out / done.kept_in} before {'they were' if count > 1 else 'it was'} replaced.")
+    if rescued:
+        shown = ", ".join(rescued[:3]) + (f" and {len(rescued) - 3} more" if len(rescued) > 3 else "")
+        print(f"{len(rescued)} file{'s' if len(rescued) > 1 else ''} saved into {out} while an edition was being "
+              f"built, or left by one that was stopped, {'were' if len(rescued) > 1 else 'was'} kept: {shown}.")
     return active
 
 
@@ -464,7 +513,7 @@ def fill(student: Path, root: Path = ROOT, keep: tuple[str, ...] = ()) -> int:
                 raise CourseError(f"{target} has more stubs of exercise {match[1]} than {path} has regions")
             filled.append(match[1])
             return by_key[match[1]].pop(0)
-        target.write_text(stub.sub(restore, target.read_text()))
+        atomic.write_text(target, stub.sub(restore, target.read_text()))
     return len(filled)
 
 
@@ -475,10 +524,12 @@ def main(argv=None) -> None:
                         help="replace files in --out that an earlier edition did not write (others are left alone)")
     parser.add_argument("--repository", help="the URL the set-up cells clone and the badges open (default: none; "
                                              "`python -m instructor release` sets it)")
+    parser.add_argument("--wait", action="store_true",
+                        help="if another build is writing --out, wait for it to finish (default: refuse)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
-        active = build(args.out, repository=args.repository, replace=args.replace)
+        active = build(args.out, repository=args.repository, replace=args.replace, wait=args.wait)
     except (CourseError, FolderError, ValueError, OSError) as error:
         sys.exit(f"error: {error}")
     print(f"student edition in {args.out}: {len(active)} exercises ({', '.join(active)}), "

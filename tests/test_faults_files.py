@@ -28,7 +28,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TINY_NOTEBOOK = "01_one_step_denoising.ipynb"      # a name the course mapping knows, so the report exports it
 PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
-FILE_EVENTS = ("open", "os.rename", "os.link", "os.remove", "os.mkdir", "os.rmdir", "os.truncate")
+FILE_EVENTS = ("open", "os.rename", "os.link", "os.remove", "os.mkdir", "os.rmdir", "os.truncate",
+               "instructor.output_folder.exchange")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -714,6 +715,39 @@ def test_sigkill_at_every_kind_of_point_of_render_inplace_leaves_the_previous_ou
           "(each between a link and its rename), 0 after the next run")
 
 
+@pytest.mark.slow
+def test_sigkill_at_every_kind_of_point_of_student_leaves_the_previous_edition_whole(helper):
+    """`python -m instructor student --out DIR` over an edition a student worked in, killed just before file
+    operation number k: DIR holds the previous edition exactly (or, killed after the swap, the new one exactly),
+    never a mix; DIR holds no temporary, and beside it only git-ignored ones; the next build makes the new edition,
+    with the student's changed file kept in .backup/, and leaves nothing beside it."""
+    found = helper["sweep-student"]
+    points, previous, rebuilt = found["points"], found["previous"], found["rebuilt"]
+    assert len(points) >= 10 and all(p["signal"] == signal.SIGKILL for p in points), points
+    kinds = {"open", "os.link", "os.rename", "os.mkdir", "os.remove", "os.rmdir", "instructor.output_folder.exchange"}
+    assert kinds <= set(found["kinds"]) and kinds <= {p["operation"] for p in points}, found["kinds"]
+    assert previous != rebuilt and ["notes.txt", previous[[n for n, _ in previous].index("notes.txt")][1]] in rebuilt
+    backups = [name for name, _ in rebuilt if name.startswith(".backup")]
+    assert backups == [".backup", ".backup/*", ".backup/*/helpers", ".backup/*/helpers/denoise.py"], backups
+    outcome = {"previous": 0, "new": 0}
+    for point in points:
+        assert point["tree"] in (previous, rebuilt), (point["at"], point["operation"])
+        outcome["previous" if point["tree"] == previous else "new"] += 1
+        assert not point["temporaries inside"], point
+        left = [name for name in point["beside"] if name != "student"]
+        assert all(re.fullmatch(r"\.student\.([0-9a-f]{8}\.tmp|edition\.lock)", name) for name in left), left
+        assert point["again"] == 0 and point["tree_after"] == rebuilt and point["beside_after"] == ["student"], point
+    assert outcome["previous"] >= 5 and outcome["new"] >= 2, outcome
+    leftovers = sorted({name for point in points for name in point["beside"] if name != "student"})
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *leftovers], cwd=ROOT, capture_output=True,
+                             text=True).stdout.split()
+    assert ignored == leftovers
+    print(f"student: {len(points)} SIGKILL points of {found['events']} file operations "
+          f"({', '.join(f'{k} {v}' for k, v in sorted(found['kinds'].items()))}); the previous edition whole after "
+          f"{outcome['previous']}, the new one after {outcome['new']}, never a mix; 0 temporaries in DIR, "
+          f"{len(leftovers)} git-ignored beside it, 0 after the next build")
+
+
 # ------------------------------------------------------------------------- the helper process (fork server)
 def _subreaper() -> None:
     """Become the reaper of orphaned descendants (a killed render's kernel), so they can be ended here."""
@@ -762,8 +796,9 @@ def _kill_hook(sandbox: str, kill_at: int | None, log: int):
     return hook
 
 
-def _fork(work, sandbox: Path, kill_at: int | None = None) -> dict:
-    """Run `work()` in a forked child with the kill hook; return how it ended and its last file operation."""
+def _fork(work, sandbox: Path, kill_at: int | None = None, log: bool = False) -> dict:
+    """Run `work()` in a forked child with the kill hook; return how it ended and its last file operation (with
+    `log`, every one)."""
     log_file = sandbox.parent / f".{sandbox.name}.events"
     pid = os.fork()
     if pid == 0:
@@ -787,7 +822,7 @@ def _fork(work, sandbox: Path, kill_at: int | None = None) -> dict:
     log_file.unlink(missing_ok=True)
     return {"folder": str(sandbox), "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
             "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None, "events": len(events),
-            "event": events[-1] if events else ""}
+            "event": events[-1] if events else "", **({"log": events} if log else {})}
 
 
 def _points(total: int, count: int) -> list[int]:
@@ -846,6 +881,87 @@ def _sweep_render(root: Path) -> dict:
         shutil.copytree(template, sandbox)
         points.append(_fork(run(sandbox), sandbox, kill_at=kill_at))
     return {"events": events, "points": points}
+
+
+def _tree(folder: Path) -> list[list[str]]:
+    """Every entry under `folder`: [relative name, what it is] (a file's SHA-256, a link's target, 'folder'), sorted;
+    the time-stamped name of a backup folder reads ``.backup/*``."""
+    import hashlib
+    entries = []
+    for path in folder.rglob("*"):
+        name = re.sub(r"^\.backup/[^/]+", ".backup/*", path.relative_to(folder).as_posix())
+        what = ("link " + os.readlink(path) if path.is_symlink() else "folder" if path.is_dir()
+                else hashlib.sha256(path.read_bytes()).hexdigest())
+        entries.append([name, what])
+    return sorted(entries)
+
+
+def _sweep_student(root: Path) -> dict:
+    """`python -m instructor student --out DIR` killed at sampled file operations of a rebuild over an edition that
+    a student worked in. The edition's content is computed once here (the kill points are in DIR, and reading the
+    sources makes no file operation there): the previous edition A, and B, which changes the README and a notebook,
+    drops a data file and adds a helpers module."""
+    from instructor import edition
+    first = edition.edition_files(ROOT, edition.active_exercises(ROOT), None, "main")
+    second = {name: data for name, data in first.items() if name != "data/drawn/house.png"}
+    second["README.md"] = first["README.md"] + b"\nErrata: one more line.\n"
+    notebook = sorted(name for name in first if name.startswith("notebooks/"))[0]
+    second[notebook] = first[notebook].replace(b'"cells": [', b'"cells": [ ', 1)
+    second["helpers/errata.py"] = b'"""An errata module."""\n'
+    content = [first]
+    edition.edition_files = lambda *args, **kwargs: content[0]
+    edition.active_exercises = lambda *args, **kwargs: ["1.1"]
+
+    def run(sandbox: Path):
+        return lambda: edition.main(["--out", str(sandbox / "student")])
+
+    fsync, os.fsync = os.fsync, lambda descriptor: None   # a kill loses no written data; only a power cut would
+    try:
+        return _student_points(root, run, switch=lambda: content.__setitem__(0, second))
+    finally:
+        os.fsync = fsync
+
+
+def _student_points(root: Path, run, switch) -> dict:
+    """The sweep of `_sweep_student`: `run(sandbox)` builds the edition there, `switch()` turns A into B."""
+    from helpers.foundation.atomic import LEFTOVER
+    template = root / "template"
+    template.mkdir()
+    _fork(run(template), template)                          # the previous edition, then a student's work in it
+    student = template / "student"
+    solution = student / "helpers" / "denoise.py"
+    solution.write_bytes(solution.read_bytes() + b"\n# my solution\n")
+    (student / "notes.txt").write_text("a student's notes")
+    (student / "mine").mkdir()
+    (student / "mine" / "scratch.ipynb").write_text("{}")
+    os.symlink("notes.txt", student / "mine" / "link-to-notes")
+    previous = _tree(student)
+    switch()
+    shutil.copytree(template, root / "count", symlinks=True)
+    counted = _fork(run(root / "count"), root / "count", log=True)
+    assert counted["exit"] == 0, counted
+    rebuilt = _tree(root / "count" / "student")
+    log = counted["log"]
+    kinds = {}
+    for number, line in enumerate(log, 1):
+        kinds.setdefault(line.split(" ", 1)[0], []).append(number)
+    # each kind of operation at its first and last occurrence, just after the exchange, and evenly between
+    exchange = kinds.get("instructor.output_folder.exchange", [len(log)])[0]
+    chosen = {number for numbers in kinds.values() for number in (numbers[0], numbers[-1])}
+    chosen = {number for number in chosen | {exchange + 1} | set(_points(len(log), 6)) if number <= len(log)}
+    points = []
+    for n, kill_at in enumerate(sorted(chosen)):
+        sandbox = root / f"point{n:02d}"
+        shutil.copytree(template, sandbox, symlinks=True)
+        point = _fork(run(sandbox), sandbox, kill_at=kill_at)
+        point.update(at=kill_at, operation=log[kill_at - 1].split(" ", 1)[0], tree=_tree(sandbox / "student"),
+                     beside=sorted(os.listdir(sandbox)))
+        point["temporaries inside"] = [name for name, _ in point["tree"] if LEFTOVER.fullmatch(name.split("/")[-1])]
+        again = _fork(run(sandbox), sandbox)               # the next, un-killed build
+        point.update(again=again["exit"], tree_after=_tree(sandbox / "student"), beside_after=sorted(os.listdir(sandbox)))
+        points.append(point)
+    return {"events": len(log), "kinds": {kind: len(numbers) for kind, numbers in kinds.items()},
+            "previous": previous, "rebuilt": rebuilt, "points": points}
 
 
 def _trainers(root: Path) -> dict:
@@ -990,7 +1106,7 @@ def _all(root: Path) -> dict:
     """Every helper job, in one process (one interpreter start, one import of torch and the tools)."""
     found = {}
     for name, job in (("savers", _savers), ("trainers", _trainers), ("sweep-train", _sweep_train),
-                      ("sweep-render", _sweep_render)):
+                      ("sweep-render", _sweep_render), ("sweep-student", _sweep_student)):
         (root / name).mkdir()
         started = time.perf_counter()
         found[name] = job(root / name)

@@ -41,7 +41,8 @@ _KEEP_OPEN = 200  # unnamed temporaries of one Batch kept open; beyond that each
 
 
 class WriteError(OSError):
-    """A file could not be written; its message is one sentence that says which and why."""
+    """A file could not be written; its message is one sentence that says which and why (`filename` names the
+    file, where the error came from writing one)."""
 
     def __str__(self) -> str:
         return self.strerror or super().__str__()
@@ -80,7 +81,7 @@ def describe(error: OSError, path: Path) -> str:
 def _error(error: BaseException, path: Path) -> BaseException:
     """`error` as a WriteError naming `path` when it is a plain OSError; any other exception as it is."""
     if isinstance(error, OSError) and not isinstance(error, WriteError):
-        return WriteError(error.errno, describe(error, path))
+        return WriteError(error.errno, describe(error, path), str(path))
     return error
 
 
@@ -89,11 +90,23 @@ def _short(name: str, limit: int = 200) -> str:
     return name.encode()[:limit].decode(errors="ignore")
 
 
-def _unique(path: Path) -> Path:
+def temporary_name(path) -> Path:
+    """A unique name beside `path` for something written in its place: ``.<name>.<8 hex digits>.tmp``, which git
+    ignores (``.*.tmp``) and `LEFTOVER` recognises (the name cut so that it stays under 255 bytes)."""
+    path = Path(path)
     return path.with_name(f".{_short(path.name)}.{secrets.token_hex(4)}.tmp")
 
 
+_unique = temporary_name
+
+
 LEFTOVER = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.tmp")
+
+
+def is_leftover_of(entry: str, name: str) -> bool:
+    """Whether the file name `entry` is a temporary (`temporary_name`) for the file name `name`."""
+    match = LEFTOVER.fullmatch(entry)
+    return match is not None and match["name"] == _short(name)
 
 
 def remove_leftovers(folder, names) -> list[Path]:
