@@ -51,13 +51,11 @@ from nbgrader.preprocessors import ClearSolutions
 from helpers.exercises import BY_KEY, EXERCISES
 from helpers.foundation import atomic
 from instructor import badges
-from instructor.output_folder import FolderError, OutputFolder, folder_lock
+from instructor.output_folder import FolderError, OutputFolder, folder_lock, refuse_source_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = "python -m instructor student"
 GROUP = "edition"   # the manifest's group of the edition's files
-# the repository's folders an --out may not lie in: the edition is built from them, or they hold its code or history
-SOURCE_FOLDERS = ("helpers", "notebooks", "data", "checkpoints", "instructor", "tests", ".git")
 DELIVERABLES = ROOT / "notebooks" / "deliverables.toml"
 # nbgrader's markers, spelled in two pieces: ClearSolutions treats any line containing them as a marker.
 BEGIN, END = "### BEGIN " + "SOLUTION", "### END " + "SOLUTION"
@@ -144,6 +142,13 @@ def strip_source(text: str, where: str) -> tuple[str, list[str]]:
     cell = nbformat.v4.new_code_cell(text)
     _clear_solutions()._replace_solution_region(cell, "python")
     return _fill_stubs(cell.source, found), [key for key, _ in found]
+
+
+def notebook_files(root: Path = ROOT) -> list[Path]:
+    """The course's notebooks in `root`/notebooks, without the executed copies that ``render --inplace`` keeps
+    beside a notebook edited while it ran (``<name>.executed-<time>.ipynb``, for the instructor to merge)."""
+    return sorted(path for path in (root / "notebooks").glob("*.ipynb")
+                  if not re.fullmatch(r".+\.executed-\d{8}-\d{6}\.ipynb", path.name))
 
 
 def sources(root: Path = ROOT) -> list[Path]:
@@ -272,7 +277,7 @@ def imported_modules(root: Path = ROOT) -> dict[str, list[str]]:
     """Third-party top-level modules imported by `root`'s helpers and notebooks -> the files importing them."""
     from IPython.core.inputtransformer2 import TransformerManager
     texts = [(path, path.read_text()) for path in sources(root)]
-    for path in sorted((root / "notebooks").glob("*.ipynb")):
+    for path in notebook_files(root):
         texts += [(path, TransformerManager().transform_cell(cell.source))
                   for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"]
     found: dict[str, set] = {}
@@ -307,7 +312,7 @@ def colab_section(root: Path = ROOT) -> str:
 def readme(active: list[str], root: Path = ROOT, repository: str | None = None, branch: str = badges.BRANCH) -> str:
     rows = "\n".join(f"| {k} | {BY_KEY[k].title} | `{BY_KEY[k].file}`: {BY_KEY[k].names} | `{BY_KEY[k].check}` | "
                      f"`notebooks/{BY_KEY[k].notebook}` |" for k in active)
-    notebooks = sorted(path.name for path in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    notebooks = [path.name for path in notebook_files(root) if re.match(r"[0-9]{2}_", path.name)]
     if repository and badges.github_parts(repository):
         opening = "Open each notebook on Colab from its badge:\n\n" + "\n".join(
             f"- [{name}]({badges.colab_url(name, repository, branch)})" for name in notebooks)
@@ -395,7 +400,7 @@ def edition_files(root: Path, active: list[str], repository: str | None, branch:
     written = answers(root / "notebooks" / "deliverables.toml")
     notebook_keys = tomllib.loads((root / "notebooks" / "deliverables.toml").read_text()).get("notebooks", {})
     files: dict[str, bytes] = {}
-    for path in sorted((root / "notebooks").glob("*.ipynb")):
+    for path in notebook_files(root):
         mine = [answer for answer in written if notebook_keys.get(answer.notebook) == path.name]
         text = nbformat.writes(student_notebook(nbformat.read(path, as_version=4), path.name, active, repository,
                                                 mine, branch))
@@ -411,18 +416,6 @@ def edition_files(root: Path, active: list[str], repository: str | None, branch:
         files["LICENSE"] = (root / "LICENSE").read_bytes()
     files["README.md"] = readme(active, root, repository, branch).encode()
     return files
-
-
-def _refuse_source_tree(out: Path, root: Path) -> None:
-    """A CourseError, before any work, for an --out that holds the repository or lies in a folder the edition is
-    built from (the next build would read the edition as sources, or the swap would move the checkout)."""
-    real, top = Path(out).resolve(), Path(root).resolve()
-    if top == real or top.is_relative_to(real):
-        raise CourseError(f"--out {out} would overwrite the reference sources (the repository {top} is in it): choose "
-                          "a separate folder (default: student/).")
-    if real.is_relative_to(top) and real.relative_to(top).parts[0] in SOURCE_FOLDERS:
-        raise CourseError(f"--out {out} is inside the repository's {real.relative_to(top).parts[0]}/ folder, which "
-                          "holds its sources: choose a folder outside it (default: student/).")
 
 
 def _changed_by_user(folder: OutputFolder, files: dict[str, bytes]) -> list[str]:
@@ -464,7 +457,7 @@ def build(out: Path, root: Path = ROOT, repository: str | None = None, branch: s
     one; a tree a kill left beside `out` is emptied by the next build, which moves back anything that was not its
     own. An --out that holds the repository or lies in one of its source folders is refused."""
     out = Path(out)
-    _refuse_source_tree(out, root)
+    refuse_source_tree(out, root, default="student/")
     OutputFolder(out, COMMAND).check([])   # a file, an unwritable place or a damaged manifest: said before any work
     active = active_exercises(root)
     files = edition_files(root, active, repository, branch)

@@ -68,6 +68,26 @@ class FolderError(ValueError):
     """An output folder that cannot be used as it is; the message is one sentence saying how to proceed."""
 
 
+# a repository's folders that no command writes its output into: what the tools read (sources, notebooks, data,
+# checkpoints), their code and tests, and git's own
+SOURCE_FOLDERS = ("helpers", "notebooks", "data", "checkpoints", "instructor", "tests", ".git")
+
+
+def refuse_source_tree(out, root, default: str, option: str = "--out", also=()) -> None:
+    """A FolderError for an output folder `out` (a link counts as the folder it points at) that holds the repository
+    `root`, or lies in one of its SOURCE_FOLDERS or in a folder of `also` (paths): a command writing there would
+    mix its output into the sources (or, swapping the folder, move the checkout)."""
+    real, top = Path(out).resolve(), Path(root).resolve()
+    if top == real or top.is_relative_to(real):
+        raise FolderError(f"{option} {out} holds the repository {top}, whose sources it would mix with its output: "
+                          f"give a separate folder (default: {default}).")
+    inside = [Path(folder).resolve() for folder in also] + [top / name for name in SOURCE_FOLDERS]
+    for folder in inside:
+        if real == folder or real.is_relative_to(folder):
+            raise FolderError(f"{option} {out} is inside {folder}, which holds sources the command reads: give a "
+                              f"folder outside it (default: {default}).")
+
+
 def _relative(entry) -> str | None:
     """A manifest entry as a clean relative path inside the folder, or None for anything else."""
     if not isinstance(entry, str) or not entry or "\\" in entry:
@@ -141,6 +161,9 @@ class OutputFolder:
     def check(self, names, replace: bool = False, need_bytes: int = 0, option: str = "--out") -> None:
         """Before any expensive work: the folder can be written with `need_bytes` free, and no file among `names`
         would be overwritten that this command did not write (unless `replace`, or the folder is its own default)."""
+        if self.path.is_symlink() and not self.path.exists():
+            raise FolderError(f"{option} {self.path} is a link to {os.readlink(self.path)}, which does not exist: "
+                              "create that folder, or give another one.")
         if self.path.exists() and not self.path.is_dir():
             raise FolderError(f"{option} {self.path} is a file, not a folder: give a folder.")
         folders = {str(parent) for name in names for parent in PurePosixPath(name).parents if str(parent) != "."}
@@ -459,12 +482,14 @@ def settle(old: Path, real: Path, backup: str = ".backup") -> list[str]:
 
 # ------------------------------------------------------------------------------------------------------ locks
 def _record_holder(descriptor: int) -> None:
-    """filelock's on_acquired hook: write who holds the lock into the lock file, for a refused command to name."""
+    """filelock's on_acquired hook: write who holds the lock into the lock file, for a refused command to name (on a
+    full disk it holds the lock without its name)."""
     holder = {"pid": os.getpid(), "host": socket.gethostname(),
               "command": " ".join([Path(sys.executable).name, *sys.argv])[:200],
               "since": datetime.datetime.now().isoformat(timespec="seconds")}
-    os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, json.dumps(holder).encode(), 0)
+    with contextlib.suppress(OSError):
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, json.dumps(holder).encode(), 0)
 
 
 def holder(lock_file: Path) -> str:

@@ -402,6 +402,107 @@ def test_a_damaged_or_hostile_manifest_never_deletes_outside_what_render_wrote(r
     assert (tmp_path / "victim.txt").read_text() == "keep" and (out / "notes.txt").exists()
 
 
+def _fake_execution(edit: bool):
+    """An executor for `instructor.execute.execute` that runs no kernel: it stores v1's outputs and, with `edit`,
+    edits the source notebook meanwhile (as a user saving it in Jupyter would)."""
+    import nbformat
+
+    def fake(notebook, path, timeout):
+        notebook.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="profile: cpu\nv1\n")]
+        notebook.cells[1].outputs = [nbformat.v4.new_output("display_data", data={"image/png": PNG})]
+        if edit:
+            tiny_notebook(path.parent, "v1, edited while it ran")
+        return 0.25
+    return fake
+
+
+@pytest.mark.parametrize("edit", [True, False])
+def test_inplace_never_writes_over_a_notebook_edited_while_it_executed(rendered, monkeypatch, edit):
+    from instructor import execute
+    notebooks, out = rendered
+    source = notebooks / TINY_NOTEBOOK
+    tiny_notebook(notebooks, "v1")                                     # no outputs yet
+    monkeypatch.setattr(execute, "execute", _fake_execution(edit))
+    code, message = render(source, "--notebooks", notebooks, "--inplace", "--out", out)
+    aside = sorted(notebooks.glob("01_one_step_denoising.executed-*.ipynb"))
+    assert printed(out / TINY_NOTEBOOK) == "profile: cpu\nv1\n" and (out / "index.html").is_file()
+    if edit:
+        assert code == 1 and len(aside) == 1 and printed(aside[0]) == "profile: cpu\nv1\n"
+        assert re.fullmatch(r"01_one_step_denoising\.executed-\d{8}-\d{6}\.ipynb", aside[0].name)
+        sentence = (f"{source} was edited while it executed, so it was left as it is: the executed notebook is "
+                    f"beside it, in {aside[0].name}.")
+        assert message.startswith(f"error: {sentence} notebook 02_time_conditioned_flow_matching.ipynb is missing; ")
+        assert printed(source) == "" and "edited while it ran" in source.read_text()     # the user's edit, whole
+    else:
+        assert "edited" not in message and not aside and printed(source) == "profile: cpu\nv1\n"
+    assert not temporaries(notebooks.parent) and not (out / ".render.lock").exists()
+
+
+def test_a_render_into_a_folder_another_render_writes_is_refused_naming_it_or_waits(rendered, tmp_path):
+    """Two real processes: one holds the output folder's lock (as a render does while it runs); a render into that
+    folder is refused in one sentence naming it, and with --wait waits, then renders."""
+    notebooks, out = rendered
+    def files():
+        return {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".render.lock"}
+
+    before = files()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom instructor.output_folder import folder_lock\n"
+         f"with folder_lock({str(out / '.render.lock')!r}, 'the report'):\n    print('held', flush=True)\n"
+         "    sys.stdin.readline()"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        code, message = render("--notebooks", notebooks, "--report-only", "--out", out)
+        assert code == 1 and one_sentence(message).startswith(f"error: --out {out} is being written by process "
+                                                              f"{holder.pid} on ")
+        assert message.endswith("let it finish (or stop it), add --wait to wait for it, or give another folder.")
+        assert "-c" in message and files() == before
+        waiting = subprocess.Popen([sys.executable, "-m", "instructor", "render", "--notebooks", str(notebooks),
+                                    "--report-only", "--out", str(out), "--wait"], cwd=ROOT, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        line = waiting.stderr.readline()
+        assert line.startswith(f"waiting for process {holder.pid} on ") and waiting.poll() is None, line
+        holder.stdin.write("done\n")
+        holder.stdin.close()
+        stdout, stderr = waiting.communicate(timeout=120)
+        assert f"report: {out / 'index.html'}" in stdout and waiting.returncode == 1, stderr   # 02..05 missing
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (out / ".render.lock").exists() and (out / "notes.txt").read_text() == "a user's notes"
+
+
+@pytest.mark.parametrize("where", ["the repository", "a folder above it", "inside notebooks/", "inside helpers/",
+                                   "inside --notebooks", "a link into --notebooks"])
+def test_render_out_in_the_source_tree_is_refused_before_any_work(rendered, tmp_path, where):
+    notebooks, _ = rendered
+    out = {"the repository": ROOT, "a folder above it": ROOT.parent, "inside notebooks/": ROOT / "notebooks" / "r",
+           "inside helpers/": ROOT / "helpers" / "report", "inside --notebooks": notebooks / "report",
+           "a link into --notebooks": tmp_path / "link"}[where]
+    if where.startswith("a link"):
+        os.symlink(notebooks, out)
+    listing = sorted(os.listdir(notebooks))
+    code, message = render("--notebooks", notebooks, "--report-only", "--out", out, "--replace")
+    assert code == 1 and one_sentence(message).startswith(f"error: --out {out} ")
+    assert ("holds the repository" if where in ("the repository", "a folder above it") else "is inside ") in message
+    assert sorted(os.listdir(notebooks)) == listing and not os.path.lexists(ROOT / "notebooks" / "r")
+    assert not os.path.lexists(ROOT / "helpers" / "report") and not os.path.lexists(ROOT / "index.html")
+
+
+def test_render_out_through_a_link_writes_the_folder_it_points_at_and_keeps_the_link(rendered, tmp_path):
+    notebooks, out = rendered
+    os.symlink(out, tmp_path / "link")
+    assert render("--notebooks", notebooks, "--report-only", "--out", tmp_path / "link")[0] == 1
+    assert (tmp_path / "link").is_symlink() and (out / "notes.txt").read_text() == "a user's notes"
+    assert "index.html" in json.loads((out / ".manifest.json").read_text())["files"]["report"]
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    code, message = render("--notebooks", notebooks, "--report-only", "--out", tmp_path / "dangling")
+    assert code == 1 and one_sentence(message) == (f"error: --out {tmp_path / 'dangling'} is a link to "
+                                                   f"{tmp_path / 'nowhere'}, which does not exist: create that folder, "
+                                                   "or give another one.")
+    assert not (tmp_path / "nowhere").exists()
+
+
 # ------------------------------------------------------------------------------------------ full disk, read-only
 @pytest.mark.slow
 def test_a_checkpoint_on_a_full_disk_is_one_sentence_and_the_previous_is_intact(small_disk):
