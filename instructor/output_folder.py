@@ -245,10 +245,10 @@ class OutputFolder:
         groups = {**self.groups, group: set(files)}
         removed = sorted(name for name in self.groups.get(group, set()) - set(files)
                          if os.path.lexists(self.path / name))
-        staging = None
+        staging, mirrored = None, {}
         try:
             staging = self._stage(real, files, self._manifest_text(groups, digests), list(keep), kept_in,
-                                  skip=set(files) | self.groups.get(group, set()) | {MANIFEST})
+                                  skip=set(files) | self.groups.get(group, set()) | {MANIFEST}, mirrored=mirrored)
             if os.path.lexists(real):
                 _exchange(staging, real)
             else:
@@ -262,13 +262,13 @@ class OutputFolder:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
             if isinstance(error, OSError):
-                raise _in_folder(error, staging, real) from None
+                raise _in_folder(error, real) from None
             raise
         self.groups, self.digests = groups, digests
         rescued = []
         if staging is not None:
             try:
-                rescued = settle(staging, real, backup)
+                rescued = settle(staging, real, backup, mirrored)
             except OSError as error:   # the new tree is in place: what is left beside it is emptied by the next run
                 print(f"warning: {staging} holds files of the previous {real.name} that could not be sorted "
                       f"({atomic.reason(error)}); the next run sorts them again.", file=sys.stderr, flush=True)
@@ -276,9 +276,10 @@ class OutputFolder:
 
     @staticmethod
     def _stage(real: Path, files: dict[str, bytes], manifest: str, keep: list[str], kept_in: str | None,
-               skip: set[str]) -> Path:
+               skip: set[str], mirrored: dict) -> Path:
         """The new tree beside `real` (the module's docstring): the manifest, hard links of every entry of `real`
-        but those in `skip`, the links of `keep` under `kept_in`, and `files`. _NoSwap where it cannot be swapped."""
+        but those in `skip` (each recorded in `mirrored`), the links of `keep` under `kept_in`, and `files`.
+        _NoSwap where it cannot be swapped."""
         exists = os.path.lexists(real)
         if sys.platform != "linux" or (exists and (not real.is_dir() or os.path.ismount(real))):
             raise _NoSwap
@@ -292,7 +293,7 @@ class OutputFolder:
                 # the manifest is named first: a tree left by a kill always says which of its files are the command's
                 batch.write_text(staging / MANIFEST, manifest)
                 if exists:
-                    _mirror(real, staging, skip, os.lstat(real).st_dev)
+                    _mirror(real, staging, skip, os.lstat(real).st_dev, mirrored)
                     for name in keep:
                         (staging / kept_in / name).parent.mkdir(parents=True, exist_ok=True)
                         _link(real / name, staging / kept_in / name)
@@ -346,11 +347,12 @@ class _NoSwap(Exception):
     """The folder cannot be swapped whole here: write it in place instead."""
 
 
-def _in_folder(error: OSError, staging: Path | None, real: Path) -> OSError:
-    """An error met while building the tree beside the folder, as a WriteError naming the file in the folder."""
+def _in_folder(error: OSError, real: Path) -> OSError:
+    """An error met while building the tree beside the folder `real`, as a WriteError naming the file in `real`."""
     where = Path(error.filename) if isinstance(error.filename, str) else None
-    if staging is not None and where is not None and where.is_relative_to(staging):
-        target = real / where.relative_to(staging)
+    if where is not None and where.is_relative_to(real.parent) and where != real.parent and \
+            atomic.is_leftover_of(where.relative_to(real.parent).parts[0], real.name):
+        target = real.joinpath(*where.relative_to(real.parent).parts[1:])
         return atomic.WriteError(error.errno, atomic.describe(OSError(error.errno, os.strerror(error.errno or 0)),
                                                               target), str(target))
     if isinstance(error, atomic.WriteError):
@@ -384,9 +386,10 @@ def _link(source: Path, target: Path) -> None:
         raise
 
 
-def _mirror(source: Path, target: Path, skip: set[str], device: int, prefix: str = "") -> None:
+def _mirror(source: Path, target: Path, skip: set[str], device: int, mirrored: dict, prefix: str = "") -> None:
     """Hard-link into `target` every entry of `source` but the relative names in `skip` and temporaries a kill left
-    for those; folders are made anew with their modes. A folder on another device (a mount point) is _NoSwap."""
+    for those, recording each in `mirrored` (relative name -> (device, inode)); folders are made anew with their
+    modes. A folder on another device (a mount point) is _NoSwap."""
     here = {name[len(prefix):] for name in skip if name.startswith(prefix) and "/" not in name[len(prefix):]}
     with os.scandir(source) as entries:
         found = list(entries)
@@ -397,18 +400,21 @@ def _mirror(source: Path, target: Path, skip: set[str], device: int, prefix: str
                 raise _NoSwap
             os.mkdir(target / entry.name)
             os.chmod(target / entry.name, stat.S_IMODE(status.st_mode))
-            _mirror(Path(entry.path), target / entry.name, skip, device, f"{prefix}{entry.name}/")
+            _mirror(Path(entry.path), target / entry.name, skip, device, mirrored, f"{prefix}{entry.name}/")
         elif entry.name not in here and not any(atomic.is_leftover_of(entry.name, name) for name in here):
             _link(Path(entry.path), target / entry.name)
+            mirrored[prefix + entry.name] = (status.st_dev, status.st_ino)
 
 
-def settle(old: Path, real: Path, backup: str = ".backup") -> list[str]:
+def settle(old: Path, real: Path, backup: str = ".backup", mirrored: dict | None = None) -> list[str]:
     """Empty `old`, a tree beside the folder `real` that a swap left (the previous folder after the exchange, or a
     new tree that a kill stopped before it), losing nothing. Removed: a name that is the same file in `real` (or
     under its backups), the command's own files as it wrote them (by `old`'s manifest: their digest, else the same
-    bytes as in `real`), the manifest and temporaries of those. Anything else is moved back into `real`, or under
-    ``<backup>/<time>/`` where its name is taken or it is one of the command's files that was changed. Returns the
-    moved files' names relative to `real`; `old` is removed when empty (a mount point in it is left alone)."""
+    bytes as in `real`), the manifest and temporaries of those. Anything else is moved back into `real`: in place of
+    the file `mirrored` says the swap linked there (the user saved a newer one meanwhile), or where the name is
+    free, else under ``<backup>/<time>/`` (also a changed file of the command's). Returns the moved files' names
+    relative to `real`; `old` is removed when empty (a mount point in it is left alone)."""
+    mirrored = mirrored or {}
     try:
         groups, digests = _read_manifest(old / MANIFEST)
         owned = set().union(*groups.values()) if groups else set()
@@ -424,18 +430,18 @@ def settle(old: Path, real: Path, backup: str = ".backup") -> list[str]:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rescued: list[str] = []
 
-    def same_file(status, candidate: Path) -> bool:
+    def same_file(identity: tuple[int, int], candidate: Path) -> bool:
         try:
             other = os.lstat(candidate)
         except OSError:
             return False
-        return (other.st_dev, other.st_ino) == (status.st_dev, status.st_ino)
+        return (other.st_dev, other.st_ino) == identity
 
     def redundant(path: Path, relative: str, status) -> bool:
-        parts = PurePosixPath(relative).parts
-        if same_file(status, real / relative) or (status.st_dev, status.st_ino) in kept or relative == MANIFEST:
+        parts, identity = PurePosixPath(relative).parts, (status.st_dev, status.st_ino)
+        if same_file(identity, real / relative) or identity in kept or relative == MANIFEST:
             return True
-        if len(parts) > 2 and parts[0] == backup and same_file(status, real.joinpath(*parts[2:])):
+        if len(parts) > 2 and parts[0] == backup and same_file(identity, real.joinpath(*parts[2:])):
             return True     # the link of a changed file that a kill stopped before it was swapped in
         folder = relative[:-len(path.name)]
         if any(atomic.is_leftover_of(path.name, name[len(folder):]) for name in [*owned, MANIFEST]
@@ -465,7 +471,8 @@ def settle(old: Path, real: Path, backup: str = ".backup") -> list[str]:
                 os.unlink(path)
                 continue
             target = real / relative
-            if relative in owned or os.path.lexists(target):
+            newer = relative in mirrored and same_file(mirrored[relative], target)
+            if not newer and (relative in owned or os.path.lexists(target)):
                 target = real / backup / stamp / relative
                 while os.path.lexists(target):
                     target = target.with_name(target.name + "~")
