@@ -290,3 +290,14 @@ def test_a_full_disk_is_one_sentence_before_or_while_building_and_the_previous_e
     assert code == 1 and re.fullmatch(rf"error: no space left on device while writing {re.escape(str(out))}/\S+; "
                                       r"the previous \S+ is intact\.", one_sentence(message)), message
     assert tree(out) == before and sorted(os.listdir(disk)) == ["ballast", "student"]
+
+
+def test_an_out_that_is_a_mount_point_is_rebuilt_in_place(small_disk, files):
+    """A folder that is a mount point cannot be swapped (its parent's entry is the mount): written in place."""
+    out = small_disk(24 * 1024)
+    edition.build(out)
+    (out / "notes.txt").write_text("mine")
+    files["README.md"] += b"\nErrata.\n"
+    edition.build(out)
+    assert os.path.ismount(out) and (out / "README.md").read_bytes().endswith(b"Errata.\n")
+    assert (out / "notes.txt").read_text() == "mine" and beside(out) == []

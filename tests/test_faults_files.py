@@ -3,8 +3,10 @@
 Families: file modes; atomic writes and batches; output folders (`render --out`: the manifest, a user's files,
 timings.json, a destination checked before executing); a real full disk and a real read-only file system (a
 small tmpfs that the test mounts when it runs as root, else skipped with the reason); real concurrency (two
-processes training one run, two processes saving one checkpoint); real SIGKILLs at many points of training and
-of `render --inplace`, each followed by checks that the previous output is whole.
+processes training one run, two processes saving one checkpoint, two renders into one folder); real SIGKILLs at many
+points of training, of `render --inplace` and of `instructor student --out DIR`, each followed by checks that the
+previous output is whole; the measurement cache's warnings. `instructor student`'s other faults are in
+tests/test_faults_edition.py.
 
 The processes that get killed are forked by a helper process (this file run as a script, below), which imports
 torch and the instructor's tools once, so each kill point costs a fork and not an interpreter start. A kill point
