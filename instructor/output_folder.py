@@ -78,9 +78,10 @@ def refuse_source_tree(out, root, default: str, option: str = "--out", also=()) 
     `root`, or lies in one of its SOURCE_FOLDERS or in a folder of `also` (paths): a command writing there would
     mix its output into the sources (or, swapping the folder, move the checkout)."""
     real, top = Path(out).resolve(), Path(root).resolve()
-    if top == real or top.is_relative_to(real):
-        raise FolderError(f"{option} {out} holds the repository {top}, whose sources it would mix with its output: "
-                          f"give a separate folder (default: {default}).")
+    if top.is_relative_to(real):
+        where = "is the repository" if top == real else f"holds the repository {top}"
+        raise FolderError(f"{option} {out} {where}, whose sources the output would be mixed with: give a separate "
+                          f"folder (default: {default}).")
     inside = [Path(folder).resolve() for folder in also] + [top / name for name in SOURCE_FOLDERS]
     for folder in inside:
         if real == folder or real.is_relative_to(folder):
@@ -328,7 +329,11 @@ class OutputFolder:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             for entry in os.scandir(real.parent):
                 if atomic.is_leftover_of(entry.name, real.name) and entry.is_dir(follow_symlinks=False):
-                    rescued += settle(Path(entry.path), real, backup)
+                    try:
+                        rescued += settle(Path(entry.path), real, backup)
+                    except OSError as error:
+                        print(f"warning: {entry.path}, left by a build that was stopped, could not be sorted "
+                              f"({atomic.reason(error)}); it is left as it is.", file=sys.stderr, flush=True)
         return rescued
 
 

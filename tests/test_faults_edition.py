@@ -91,8 +91,9 @@ def test_an_out_in_the_source_tree_is_refused_before_any_work(tmp_path, monkeypa
                             cwd=ROOT, capture_output=True, text=True).stdout
     code, message = student("--out", out)
     assert code == 1 and one_sentence(message).startswith(f"error: --out {out} ")
-    assert ("holds the repository" if where in ("the repository", "the folder above it", "a link to the repository")
-            else "is inside ") in message and "default: student/" in message
+    assert {"the repository": "is the repository,", "the folder above it": f"holds the repository {ROOT},",
+            "a link to the repository": "is the repository,"}.get(where, "is inside ") in message
+    assert "default: student/" in message
     assert subprocess.run(["git", "status", "--porcelain", "--ignored", "--", "notebooks", "helpers", "data"],
                           cwd=ROOT, capture_output=True, text=True).stdout == status
     assert not [name for name in os.listdir(ROOT.parent) if name.startswith(f".{ROOT.name}.")]

@@ -494,7 +494,8 @@ def test_render_out_in_the_source_tree_is_refused_before_any_work(rendered, tmp_
     listing = sorted(os.listdir(notebooks))
     code, message = render("--notebooks", notebooks, "--report-only", "--out", out, "--replace")
     assert code == 1 and one_sentence(message).startswith(f"error: --out {out} ")
-    assert ("holds the repository" if where in ("the repository", "a folder above it") else "is inside ") in message
+    assert {"the repository": "is the repository,", "a folder above it": f"holds the repository {ROOT},"}.get(
+        where, "is inside ") in message
     assert sorted(os.listdir(notebooks)) == listing and not os.path.lexists(ROOT / "notebooks" / "r")
     assert not os.path.lexists(ROOT / "helpers" / "report") and not os.path.lexists(ROOT / "index.html")
 
