@@ -1,5 +1,6 @@
 """The instructor's report: the deliverables mapping against the committed notebooks, the report's
 build and command line, the committed report/cpu/, and a headless-Chromium check that its images load."""
+import contextlib
 import copy
 import os
 import re
@@ -145,8 +146,11 @@ def test_every_notebook_carries_the_colab_badge_of_the_one_repository_setting(no
         f"# T\n\n{badges.badge('x.ipynb')}\n\ntext"
 
 
+@contextlib.contextmanager
 def _chromium():
-    """A headless Chromium driven by Debian's chromedriver, with the flags of an isolated, offline browser."""
+    """A headless Chromium driven by Debian's chromedriver, with the flags of an isolated, offline browser.
+
+    Its profile lives in a temporary folder that is removed when the browser quits."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         if os.environ.get("CI"):
             pytest.fail("CI needs Debian's chromium and chromium-driver: .ci/run installs them (as root)")
@@ -155,17 +159,21 @@ def _chromium():
     from selenium.webdriver.chrome.service import Service
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,2000",
-                 f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,2000",
+                     f"--user-data-dir={profile}"):
+            options.add_argument(flag)
+        browser = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+        try:
+            yield browser
+        finally:
+            browser.quit()
 
 
 @pytest.mark.slow
 def test_committed_report_opens_in_chromium_with_every_thumbnail_loaded(mapping):
-    browser = _chromium()
-    try:
+    with _chromium() as browser:
         browser.get((COMMITTED / "index.html").as_uri())
         browser.set_script_timeout(30)
         sizes = browser.execute_async_script(
@@ -177,8 +185,6 @@ def test_committed_report_opens_in_chromium_with_every_thumbnail_loaded(mapping)
         shot.parent.mkdir(exist_ok=True)
         browser.save_screenshot(str(shot))
         print(f"screenshot: {shot}")
-    finally:
-        browser.quit()
     assert rows == len(mapping.deliverables)
     assert len(sizes) >= 40 and [src for src, width in sizes if width == 0] == []
     assert shot.stat().st_size > 50_000

@@ -69,11 +69,10 @@ def built(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium = _chromium()
-    chromium.set_window_size(WIDTH, 2000)
-    chromium.set_script_timeout(60)
-    yield chromium
-    chromium.quit()
+    with _chromium() as chromium:
+        chromium.set_window_size(WIDTH, 2000)
+        chromium.set_script_timeout(60)
+        yield chromium
 
 
 def measure(browser, page: Path) -> dict:

@@ -152,10 +152,9 @@ def open_page(browser, path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium = _chromium()
-    chromium.set_script_timeout(20)
-    yield chromium
-    chromium.quit()
+    with _chromium() as chromium:
+        chromium.set_script_timeout(20)
+        yield chromium
 
 
 def build(tmp_path: Path, monkeypatch=None, walls: str = "both") -> tuple[Path, list[str]]:
