@@ -30,7 +30,8 @@ def fresh_model():
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     data = tiny_data()
     reference = fresh_model()
-    train(reference, loss, data, CONFIG, tmp_path / "reference", progress=False, keep_epochs=KEEP)
+    fresh = train(reference, loss, data, CONFIG, tmp_path / "reference", progress=False, keep_epochs=KEEP)
+    assert not fresh.loaded and fresh.describe() == "3 epochs, 9 iterations (trained now)"
 
     calls = {"n": 0}
 
@@ -48,6 +49,9 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     resumed = fresh_model()
     result = train(resumed, loss, data, CONFIG, tmp_path / "run", progress=False, keep_epochs=KEEP)
     assert result.resumed_from == 1 and result.epochs_done == 3
+    assert result.describe() == "3 epochs, 9 iterations (resumed from epoch 1)"
+    loaded = train(fresh_model(), loss, data, CONFIG, tmp_path / "run", progress=False)
+    assert loaded.loaded and loaded.describe() == "3 epochs, 9 iterations (loaded, the run was finished)"
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     assert len(result.history) == 3 * 3

@@ -79,6 +79,13 @@ class TrainResult:
     epochs_done: int = 0
     resumed_from: int = 0  # epoch the run resumed from (0 = fresh start)
     run_dir: Path | None = None
+    loaded: bool = False   # True when the run was finished already and this call only loaded it
+
+    def describe(self) -> str:
+        """'5 epochs, 235 iterations' and how they came about: trained now, resumed, or a finished run loaded."""
+        how = ("loaded, the run was finished" if self.loaded else
+               f"resumed from epoch {self.resumed_from}" if self.resumed_from else "trained now")
+        return f"{self.epochs_done} epochs, {len(self.history)} iterations ({how})"
 
 
 LOCK_NAME = ".training.lock"
@@ -242,6 +249,7 @@ def _train(model, loss_fn, data, config, run_dir, device, retrain, progress, kee
         result.history = list(state["history"])
         ema = {k: v.clone() for k, v in state.get("ema", state["model"]).items()}
         result.epochs_done = result.resumed_from = state["epoch"]
+        result.loaded = state["epoch"] >= config.epochs
     if refusal is not None and (retrain or result.epochs_done < config.epochs):
         raise refusal
 

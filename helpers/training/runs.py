@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from helpers.attention_unet import AttentionUNet
+from helpers.attention_unet import AttentionDenoiser, AttentionUNet
 from helpers.course_unet import ConditionalCourseUNet, CourseUNet
 from helpers.foundation import checkpoint_files as ckpt
 from helpers.foundation.classifier import DigitClassifier
@@ -29,6 +29,8 @@ ROOT = Path(os.environ.get("WORKBOOK_CHECKPOINTS") or Path(__file__).resolve().p
 # The runs the notebooks train, and which notebook trains each (named in the error when one is missing).
 DENOISER = "denoiser_sigma0.5"
 PURE_NOISE_DENOISER = "denoiser_pure_noise"
+HOMEWORK_DENOISER = "denoiser_sigma0.5_attention"
+HOMEWORK_PURE_NOISE_DENOISER = "denoiser_pure_noise_attention"
 FLOW_TIME_COURSE = "flow_time_course"
 FLOW_TIME_ATTENTION = "flow_time_attention"
 FLOW_CLASS_DECAY = "flow_class_course_decay"
@@ -38,12 +40,14 @@ CLASSIFIER = "classifier"
 LOCALITY = "locality_flow_time_course"
 STANDIN = "flow_class_digits_fashion"
 STANDIN_CLASSIFIER = "classifier_digits_fashion"
-MADE_BY = {DENOISER: "notebook 01", PURE_NOISE_DENOISER: "notebook 01", FLOW_TIME_COURSE: "notebook 02",
+MADE_BY = {DENOISER: "notebook 01", PURE_NOISE_DENOISER: "notebook 01", HOMEWORK_DENOISER: "notebook 01",
+           HOMEWORK_PURE_NOISE_DENOISER: "notebook 01", FLOW_TIME_COURSE: "notebook 02",
            FLOW_TIME_ATTENTION: "notebook 02", FLOW_CLASS_DECAY: "notebook 03", FLOW_CLASS_CLIP: "notebook 03",
            FLOW_CLASS_ATTENTION: "notebook 03", CLASSIFIER: "notebook 02", LOCALITY: "notebook 05", STANDIN: "notebook 04",
            STANDIN_CLASSIFIER: "notebook 04"}
 
-MODELS = {cls.__name__: cls for cls in (CourseUNet, ConditionalCourseUNet, AttentionUNet, DigitClassifier)}
+MODELS = {cls.__name__: cls for cls in (CourseUNet, ConditionalCourseUNet, AttentionUNet, AttentionDenoiser,
+                                        DigitClassifier)}
 VELOCITY_MODELS = ("ConditionalCourseUNet", "AttentionUNet")
 
 
