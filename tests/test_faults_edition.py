@@ -4,7 +4,8 @@ folder), a file where the edition needs a folder, two builds at once, files save
 tree a killed build left beside DIR, a file system where the tree cannot be swapped whole, and a full disk.
 
 The edition's content is computed once for the module (`files`) and handed to `edition.build`, which the tests
-exercise for what it does with DIR, not for how it strips exercises (tests/test_course.py does that).
+exercise for what it does with DIR, not for how it strips exercises (tests/test_course.py does that). The tests
+that build an edition (about a second each, most of it fsync) are marked slow; the refusals run in make test-fast.
 """
 import errno
 import hashlib
@@ -66,7 +67,8 @@ def one_sentence(message: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ where DIR is
-def test_an_out_that_is_a_file_or_a_dangling_link_is_one_sentence(tmp_path, files):
+def test_an_out_that_is_a_file_or_a_dangling_link_is_one_sentence(tmp_path, monkeypatch):
+    monkeypatch.setattr(edition, "edition_files", lambda *a, **k: pytest.fail("built before checking --out"))
     (tmp_path / "a_file").write_text("keep")
     code, message = student("--out", tmp_path / "a_file")
     assert code == 1 and one_sentence(message) == f"error: --out {tmp_path / 'a_file'} is a file, not a folder: give a folder."
@@ -99,6 +101,7 @@ def test_an_out_in_the_source_tree_is_refused_before_any_work(tmp_path, monkeypa
     assert not [name for name in os.listdir(ROOT.parent) if name.startswith(f".{ROOT.name}.")]
 
 
+@pytest.mark.slow
 def test_an_out_through_a_link_builds_the_folder_it_points_at_and_keeps_the_link(tmp_path, files):
     (tmp_path / "real").mkdir()
     os.symlink(tmp_path / "real", tmp_path / "link")
@@ -123,6 +126,7 @@ def test_a_file_where_the_edition_writes_a_folder_is_one_sentence(tmp_path, file
 
 
 # ------------------------------------------------------------------------------------------------ concurrency
+@pytest.mark.slow
 def test_a_second_build_is_refused_naming_the_first_or_waits_for_it(tmp_path, files, capsys):
     """The lock beside DIR held by another holder (a thread here: flock refuses a second open of the file even
     within one process): refused in one sentence naming it; with --wait, it waits, then builds."""
@@ -158,6 +162,7 @@ def test_a_second_build_is_refused_naming_the_first_or_waits_for_it(tmp_path, fi
     assert (out / "README.md").read_bytes().endswith(b"Errata.\n") and beside(out) == []
 
 
+@pytest.mark.slow
 def test_files_saved_into_the_folder_while_it_is_built_are_kept(tmp_path, files, monkeypatch, capsys):
     """Between the new tree's making and its swap a user saves a new file, and saves a file of theirs the way
     editors do (a new file renamed over it): both are in the folder afterwards, nothing is lost."""
@@ -181,6 +186,7 @@ def test_files_saved_into_the_folder_while_it_is_built_are_kept(tmp_path, files,
     assert "2 files saved into" in capsys.readouterr().out and beside(out) == []
 
 
+@pytest.mark.slow
 def test_a_tree_a_killed_build_left_beside_is_emptied_and_what_is_not_its_own_moved_back(tmp_path, files, capsys):
     out = tmp_path / "student"
     edition.build(out)
@@ -206,6 +212,7 @@ def test_a_tree_a_killed_build_left_beside_is_emptied_and_what_is_not_its_own_mo
     assert "3 files saved into" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_rebuilt_folder_keeps_its_mode(tmp_path, files):
     out = tmp_path / "student"
     edition.build(out)
@@ -216,6 +223,7 @@ def test_the_rebuilt_folder_keeps_its_mode(tmp_path, files):
 
 
 # ------------------------------------------------------------------------------------- no whole swap possible
+@pytest.mark.slow
 @pytest.mark.parametrize("why", ["no exchange on this file system", "files that cannot be hard-linked"])
 def test_where_no_swap_is_possible_the_edition_is_written_in_place(tmp_path, files, monkeypatch, why):
     """NFS has no RENAME_EXCHANGE (EINVAL); protected_hardlinks refuses to link another user's file (EPERM)."""
@@ -267,6 +275,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_sentence_before_or_while_building_and_the_previous_edition_is_whole(small_disk, files,
                                                                                                monkeypatch):
     disk = small_disk(24 * 1024)
@@ -293,6 +302,7 @@ def test_a_full_disk_is_one_sentence_before_or_while_building_and_the_previous_e
     assert tree(out) == before and sorted(os.listdir(disk)) == ["ballast", "student"]
 
 
+@pytest.mark.slow
 def test_an_out_that_is_a_mount_point_is_rebuilt_in_place(small_disk, files):
     """A folder that is a mount point cannot be swapped (its parent's entry is the mount): written in place."""
     out = small_disk(24 * 1024)
