@@ -22,6 +22,9 @@ $(STAMP): environment.yml pyproject.toml tools/env_requirements.py
 run: setup
 	$(PY) -m instructor render
 
+# The tests train and sample tiny networks, which one CPU thread per process runs fastest: several threads
+# cost more to start than the work, and a kernel, a sandbox and pytest sharing two cores oversubscribe them.
+test: export OMP_NUM_THREADS = 1
 test: setup
 	$(PY) -m pytest tests
 	WORKBOOK_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider notebooks

@@ -7,9 +7,6 @@
 
 Levels at 32, 16 and 8 pixels (widths ch, 2ch, 2ch), attention at the 8 x 8 level and in the middle.
 Labels are long tensors; the label ``num_classes`` is the null class of classifier-free guidance.
-
-`AttentionDenoiser` is the homework's one-step denoiser D(z) on the same UNet: no time input, so every block's
-embedding is the one of t = 0, a learned constant (its ResBlock reads h = Conv(SiLU(GN(x))) + b).
 """
 import math
 
@@ -95,14 +92,3 @@ class AttentionUNet(nn.Module):
         u1 = self.up1(torch.cat([self.upsample(u2), h1], 1), emb)
         u0 = self.up0(torch.cat([self.upsample(u1), h0], 1), emb)
         return self.out(u0)
-
-
-class AttentionDenoiser(AttentionUNet):
-    """``model(z [B, C, H, W]) -> x_hat [B, C, H, W]``: the UNet above without time or class, embedding e = MLP(sinusoid(0))."""
-
-    def __init__(self, in_channels: int = 1, hidden: int = 32, image_size: int = 32):
-        super().__init__(in_channels, hidden, image_size)
-        self.config = dict(name="AttentionDenoiser", in_channels=in_channels, hidden=hidden, image_size=image_size)
-
-    def forward(self, z):
-        return super().forward(z, torch.zeros(len(z), device=z.device))

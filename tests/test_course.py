@@ -161,11 +161,15 @@ def test_stub_notebooks_run_top_to_bottom_and_say_what_they_wait_for(stubs):
 
 @pytest.mark.slow
 def test_filled_student_notebooks_pass_nbval_in_smoke(tmp_path):
+    """Notebooks 03 to 05 of the filled student edition under nbval; 01 and 02, filled, run whole in
+    tests/test_colab.py (test_notebooks_01_and_02_run_without_error_once_their_exercises_are_done)."""
     edition.build(tmp_path)
     edition.fill(tmp_path)
+    notebooks = sorted(str(path.relative_to(tmp_path)) for path in (tmp_path / "notebooks").glob("0[345]_*.ipynb"))
+    assert len(notebooks) == 3, notebooks
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "--nbval-current-env",
-                           "--nbval-cell-timeout=600", "-p", "no:cacheprovider", "notebooks"],
+                           "--nbval-cell-timeout=600", "-p", "no:cacheprovider", *notebooks],
                           cwd=tmp_path, env={**os.environ, "WORKBOOK_PROFILE": "smoke"}, capture_output=True,
                           text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:]

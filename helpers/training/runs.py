@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from helpers.attention_unet import AttentionDenoiser, AttentionUNet
+from helpers.attention_denoiser import AttentionDenoiser
+from helpers.attention_unet import AttentionUNet
 from helpers.course_unet import ConditionalCourseUNet, CourseUNet
 from helpers.foundation import checkpoint_files as ckpt
 from helpers.foundation.classifier import DigitClassifier
