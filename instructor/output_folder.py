@@ -40,13 +40,11 @@ during those renames can leave some new and some old.
 """
 import contextlib
 import ctypes
-import datetime
 import errno
 import hashlib
 import json
 import os
 import shutil
-import socket
 import stat
 import sys
 import time
@@ -56,6 +54,7 @@ from pathlib import Path, PurePosixPath
 import filelock
 
 from helpers.foundation import atomic
+from helpers.foundation.lock_holder import holder, record_holder
 
 MANIFEST = ".manifest.json"
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
@@ -493,34 +492,13 @@ def settle(old: Path, real: Path, backup: str = ".backup", mirrored: dict | None
 
 
 # ------------------------------------------------------------------------------------------------------ locks
-def _record_holder(descriptor: int) -> None:
-    """filelock's on_acquired hook: write who holds the lock into the lock file, for a refused command to name (on a
-    full disk it holds the lock without its name)."""
-    holder = {"pid": os.getpid(), "host": socket.gethostname(),
-              "command": " ".join([Path(sys.executable).name, *sys.argv])[:200],
-              "since": datetime.datetime.now().isoformat(timespec="seconds")}
-    with contextlib.suppress(OSError):
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, json.dumps(holder).encode(), 0)
-
-
-def holder(lock_file: Path) -> str:
-    """Who holds a lock, as its hook recorded it: 'process 123 on host h (`python ...`, since ...)'."""
-    try:
-        found = json.loads(Path(lock_file).read_text())
-        return (f"process {found['pid']} on {found['host']} (`{found['command']}`, since "
-                f"{found['since'].replace('T', ' ')})")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return "another process (which has not yet written its name into the lock)"
-
-
 @contextlib.contextmanager
 def folder_lock(lock_file, what: str, wait: bool = False, option: str = "--wait"):
     """Hold `lock_file` for the block, so that one command at a time writes `what` (words naming the folder, as
     "--out student"). Another holder: a FolderError naming it, or with `wait` a line on stderr saying whom it
     waits for, then the wait. A file system without locks (some network and FUSE mounts): one warning, no lock."""
     lock_file = Path(lock_file)
-    lock = filelock.FileLock(lock_file, on_acquired=_record_holder)
+    lock = filelock.FileLock(lock_file, on_acquired=record_holder)
     held = False
     try:
         lock.acquire(timeout=0)

@@ -31,12 +31,8 @@ Speed: the loss is read back to the host only every 10 steps (for the progress b
 so the GPU is never stalled waiting for Python; Adam is fused on CUDA.
 """
 import contextlib
-import datetime
 import errno
-import json
-import os
 import re
-import socket
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +43,7 @@ import torch
 
 from helpers.foundation import atomic, validate
 from helpers.foundation import checkpoint_files as ckpt
+from helpers.foundation.lock_holder import holder, record_holder
 from helpers.foundation.progress import progress_bar
 from helpers.training import runs
 from helpers.training.profile import retrain_requested
@@ -96,24 +93,6 @@ class RunBusy(RuntimeError):
     """Another process (or thread) is training the same run folder."""
 
 
-def _record_holder(descriptor: int) -> None:
-    """filelock's on_acquired hook: write who holds the lock into the lock file, for a refused trainer to name."""
-    holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join([Path(sys.executable).name, *sys.argv])[:200],
-              "since": datetime.datetime.now().isoformat(timespec="seconds")}
-    os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, json.dumps(holder).encode(), 0)
-
-
-def holder(lock_file: Path) -> str:
-    """Who holds a run's lock, as its hook recorded it: 'process 123 on host h (`python ...`, since ...)'."""
-    try:
-        found = json.loads(Path(lock_file).read_text())
-        return (f"process {found['pid']} on {found['host']} (`{found['command']}`, since "
-                f"{found['since'].replace('T', ' ')})")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return "another process (which has not yet written its name into the lock)"
-
-
 @contextlib.contextmanager
 def run_lock(run_dir: Path, wait: bool = False):
     """Hold `run_dir`'s training lock for the block, which gets None; or, without the lock, the error to raise if
@@ -124,7 +103,7 @@ def run_lock(run_dir: Path, wait: bool = False):
     - the folder cannot be written (read-only, not the user's) but holds a checkpoint: a `WriteError`.
     """
     run_dir = Path(run_dir)
-    lock = filelock.FileLock(run_dir / LOCK_NAME, on_acquired=_record_holder)
+    lock = filelock.FileLock(run_dir / LOCK_NAME, on_acquired=record_holder)
     refusal, held = None, False
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
