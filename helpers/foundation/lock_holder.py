@@ -1,7 +1,7 @@
 """Who holds a lock: `filelock`'s hook that writes the holder into the lock file, and the sentence that names it.
 
-One writer at a time is the rule for a training run (`helpers.training.loop`) and for an instructor's output folder
-(`instructor.output_folder`); a process that is refused names the holder from what the hook wrote:
+One writer at a time is the rule for a training run (`helpers.training.loop`) and for the folders the course's
+own commands write; a process that is refused names the holder from what the hook wrote:
 ``{"pid", "host", "command", "since"}`` as JSON.
 """
 import contextlib
