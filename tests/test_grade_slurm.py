@@ -93,8 +93,7 @@ def test_script_grades_line_i_plus_one_with_the_sandbox_caps(tmp_path):
                       f"--output={tmp_path}/slurm/logs/%A_%a.out"):
         assert f"#SBATCH {directive}" in lines
     command = lines[-1]
-    assert command.startswith(f'exec /opt/py/bin/python -m instructor grade-one "$archive" --out {tmp_path} '
-                              '--uid "$uid" ')
+    assert command.startswith(f'exec /opt/py/bin/python -m instructor grade-one "$archive" --out {tmp_path} ')
     assert "--handin-seconds 900 " in command and "--memory-mib 1536 " in command and "--processes 64 " in command
     # no throttle when K covers the class
     assert "#SBATCH --array=0-19" in slurm.script(20, tmp_path / "l", tmp_path, slurm.request(caps), 20).splitlines()
@@ -119,17 +118,18 @@ def test_caps_written_for_grade_one_parse_back_to_the_same_caps():
     assert one.caps_from(parser.parse_args(slurm.caps_argv(caps))) == caps
 
 
-def test_script_picks_archive_i_and_a_uid_per_task(tmp_path):
-    """The script's own shell lines, run with each task id."""
+def test_script_picks_archive_i_per_task_and_leaves_the_uid_to_grade_one(tmp_path):
+    """The script's own shell lines, run with each task id; grade-one claims the task's uid (instructor.grade.uids)."""
     archives = [tmp_path / f"s{i}.handin.zip" for i in range(3)]
     listing = tmp_path / "handins.txt"
     listing.write_text("".join(f"{a}\n" for a in archives))
     lines = slurm.script(3, listing, tmp_path, slurm.Request(1, 1024, 5), 2).splitlines()
-    select = "; ".join(line for line in lines if line.startswith(("archive=", "uid=")))
+    select = "; ".join(line for line in lines if line.startswith("archive="))
     for i, archive in enumerate(archives):
-        said = subprocess.run(["bash", "-c", f'{select}; echo "$archive $uid"'], capture_output=True, text=True,
+        said = subprocess.run(["bash", "-c", f'{select}; echo "$archive"'], capture_output=True, text=True,
                               env=dict(os.environ, SLURM_ARRAY_TASK_ID=str(i)), check=True)
-        assert said.stdout.split() == [str(archive), str(slurm.UID_BASE + i)]
+        assert said.stdout.split() == [str(archive)]
+    assert "--uid" not in lines[-1] and lines[-1].startswith("exec ")
 
 
 def test_a_path_an_sbatch_line_cannot_carry_is_one_sentence(tmp_path):

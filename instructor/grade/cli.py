@@ -2,8 +2,8 @@
 
 Every ``*.handin.zip`` in HANDINS (and every sub-folder holding notebooks/ and helpers/, packed first with
 helpers.handin.archive.pack into GRADES/.scratch/packed/, links refused) is graded by `instructor.grade.one`'s
-`grade_one` in N worker processes, each with its own sandbox uid, under a progress bar with an ETA (tqdm). A
-hand-in whose archive hash and grader version match its GRADES/results/<name>.json is skipped; ``--only NAME``
+`grade_one` in N worker processes, each with a sandbox uid of its own (`instructor.grade.uids`), under a progress
+bar with an ETA (tqdm). A hand-in whose archive hash and grader version match its GRADES/results/<name>.json is skipped; ``--only NAME``
 re-grades that student alone. One student's failure (even the grader's own) is written as that student's row and
 the run goes on. At the end the results are merged into GRADES/grades.csv and GRADES/index.html
 (`instructor.grade.merge`).
@@ -23,11 +23,9 @@ from tqdm import tqdm
 
 from helpers.foundation.atomic import WriteError
 from helpers.handin.archive import SUFFIX, HandInError
-from instructor.grade import grader_version, intake, merge
+from instructor.grade import grader_version, intake, merge, uids
 from instructor.grade.one import caps_arguments, caps_from, summary
 from instructor.grade.sandbox import DEFAULT_CAPS, Caps, SandboxMissing, unavailable
-
-_uid: int | None = None
 
 
 @dataclass
@@ -68,9 +66,7 @@ def unchanged(item: Item, grades: Path) -> bool:
     return isinstance(result, dict) and result.get("sha256") == item.sha and result.get("grader") == grader_version()
 
 
-def _init(slots) -> None:
-    global _uid
-    _uid = 60000 + slots.get()
+def _init() -> None:
     import torch
     torch.set_num_threads(1)
     from instructor.grade import autograde
@@ -85,7 +81,7 @@ def _grade(item: Item, grades: Path, base: Path, caps: Caps, hide: tuple[Path, .
         archive = item.path
         if item.folder:
             archive = intake.pack_folder(item.path, grades / ".scratch" / "packed")
-        result = grade_one(archive, grades, base, caps, _uid, sha=item.sha, hide=hide)
+        result = grade_one(archive, grades, base, caps, uids.claim(), sha=item.sha, hide=hide)
         line = summary(result)
     except (HandInError, WriteError) as error:
         line = f"{item.name}: refused: {error}"
@@ -128,12 +124,8 @@ def grade_class(handins: Path, grades: Path, jobs: int = 1, only: str | None = N
     pending, tries = list(todo), {}
     with tqdm(total=len(todo), desc="grading", unit="hand-in", file=out, dynamic_ncols=True) as bar:
         while pending:
-            slots = context.Queue()
-            for slot in range(max(1, jobs)):
-                slots.put(slot)
             broken = False
-            with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context, initializer=_init,
-                                     initargs=(slots,)) as pool:
+            with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context, initializer=_init) as pool:
                 futures = {pool.submit(_grade, item, grades, base, caps, hide): item for item in pending}
                 for future in as_completed(futures):
                     item = futures[future]

@@ -10,7 +10,6 @@ the command says so in one sentence.
 """
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -20,13 +19,8 @@ from pathlib import Path
 from helpers.exercises import EXERCISES
 from helpers.foundation.atomic import WriteError, write_atomic
 from helpers.handin.archive import HandInError
-from instructor.grade import ROOT, grader_version, intake
+from instructor.grade import ROOT, grader_version, intake, uids
 from instructor.grade.sandbox import DEFAULT_CAPS, Caps, SandboxMissing, unavailable
-
-
-def default_uid() -> int:
-    """A uid of its own for this process's sandboxes (the process cap counts per uid)."""
-    return 60000 + os.getpid() % 5000
 
 
 def _refused(sentence: str) -> dict:
@@ -78,7 +72,7 @@ def grade_one(archive: Path, out: Path, base: Path | None = None, caps: Caps = D
                 base = base_module.ensure(Path(base) if base is not None else out / ".base")
             hidden_paths = [ROOT, out.resolve(), archive.resolve().parent, base.resolve(), *hide]
             run = autograde.run_tasks(scratch / "handin", base, scratch, caps,
-                                      uid if uid is not None else default_uid(), hidden_paths)
+                                      uid if uid is not None else uids.claim(), hidden_paths)
             timing.update(sandbox_s=round(run.sandbox_s, 3), sandbox_start_s=round(run.startup_s, 3),
                           sandboxes=run.sandboxes, sandbox_cpu_s=round(run.sandbox_cpu_s, 3),
                           sandbox_start_cpu_s=round(run.startup_cpu_s, 3))
@@ -147,7 +141,8 @@ def main(argv=None) -> None:
     parser.add_argument("--base", type=Path, help="a student edition to grade on (instructor.edition.build); used as "
                                                   "it is when it holds helpers/, else built there (default: "
                                                   "GRADES/.base, built once)")
-    parser.add_argument("--uid", type=int, help="the unprivileged uid the sandbox runs as (default: 60000 + pid % 5000)")
+    parser.add_argument("--uid", type=int, help="the unprivileged uid the sandbox runs as (default: one no other running "
+                                                     "grader of this machine holds, instructor/grade/uids.py)")
     caps_arguments(parser)
     args = parser.parse_args(argv)
     if not args.archive.exists():

@@ -18,8 +18,8 @@ What the sandbox is (`command`):
   it vanishes with the sandbox, so nothing a submission writes reaches the host); the runner, the task inputs,
   the released helpers and the student's exercise files bound read-only under /run/grade;
 - user: as root, bubblewrap sets the sandbox up and ``setpriv`` drops to an unprivileged uid with no
-  capabilities and ``no_new_privs`` before Python starts (each worker has its own uid, so the process cap
-  counts that worker's sandbox alone); run as another user, bubblewrap's user namespace is used instead and
+  capabilities and ``no_new_privs`` before Python starts (each grading process claims a uid no other running
+  grader holds, `instructor.grade.uids`, so the process cap counts its own sandbox alone); run as another user, bubblewrap's user namespace is used instead and
   the process cap is the user's own;
 - caps (`Caps`), set by ``prlimit`` on the whole process tree: data segment (memory, per process), processes,
   open files, file size, CPU seconds, no core dumps; a clean environment (``--clearenv``) without GPUs.

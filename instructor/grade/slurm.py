@@ -14,12 +14,12 @@ What it writes, under GRADES/slurm/:
 
 - ``handins.txt``: the absolute path of each archive to grade, one a line, sorted by name;
 - ``grade.sbatch``: an array script, ``#SBATCH --array=0-(N-1)%K``. Task i reads line i + 1 of the list and
-  runs ``python -m instructor grade-one ARCHIVE --out GRADES --uid U <caps>`` with this interpreter in this
+  runs ``python -m instructor grade-one ARCHIVE --out GRADES <caps>`` with this interpreter in this
   checkout, so each hand-in is unpacked, sandboxed and capped exactly as in a local run: grade-one does the
   sandboxing, and the caps (``--handin-seconds``, ``--memory-mib``, ... as given here, the defaults otherwise)
-  are written out on its command line. U = 61000 + i mod 4000, a sandbox uid of its own for each task sharing a
-  node (the process cap counts per uid; a local ``grade`` uses 60000 + its worker slot). Each task asks Slurm
-  for what that sandbox may use (`request`): ``--cpus-per-task`` (1: the sandbox runs one thread),
+  are written out on its command line. grade-one claims a sandbox uid no other grader on its node holds
+  (`instructor.grade.uids`: the process cap counts per uid), whichever tasks and jobs share the node. Each task
+  asks Slurm for what that sandbox may use (`request`): ``--cpus-per-task`` (1: the sandbox runs one thread),
   ``--mem`` (the per-process memory cap plus 1 GiB for grade-one itself, which holds torch, about 1 GiB
   resident) and ``--time`` (the hand-in's wall cap plus 5 minutes for unpacking, the hidden checks and the
   report), so Slurm never ends a task the sandbox would have let finish. Output: GRADES/slurm/logs/<job>_<i>.out.
@@ -50,7 +50,7 @@ archives it names (write the list where the volume has the same path, or with th
 The pod template's ``resources.requests`` and ``resources.limits`` take ``cpu: 1`` and the ``--mem`` figure, its
 ``activeDeadlineSeconds`` the ``--time`` figure, ``restartPolicy: Never`` with ``backoffLimitPerIndex: 0`` (or a
 small ``backoffLimit``) keeps a hostile hand-in from being retried, and bubblewrap needs unprivileged user
-namespaces allowed in the pod (grade-one, run as a non-root user, uses them in place of ``--uid``). When the Job
+namespaces allowed in the pod (grade-one, run as a non-root user, uses them in place of a sandbox uid). When the Job
 has completed, merge on any machine that mounts the volume: ``python -m instructor grade-slurm --out /grades
 --merge-only``.
 """
@@ -73,7 +73,6 @@ from instructor.grade.sandbox import DEFAULT_CAPS, Caps
 
 GRADER_MIB = 1024          # grade-one's own process: torch and the hidden checks, about 1 GiB resident
 MARGIN_S = 300             # unpacking, the base, the hidden checks and the report, outside the hand-in's wall cap
-UID_BASE, UID_SPAN = 61000, 4000
 CAP_OPTIONS = {            # Caps field -> grade-one's option (instructor.grade.one.caps_arguments)
     "exercise_s": "--exercise-seconds", "handin_s": "--handin-seconds", "startup_s": "--startup-seconds",
     "memory_mib": "--memory-mib", "processes": "--processes", "open_files": "--open-files",
@@ -156,7 +155,7 @@ def script(count: int, listing: Path, grades: Path, need: Request, max_running: 
     logs = grades / "slurm" / "logs"
     throttle = f"%{max_running}" if max_running < count else ""
     grade_one = " ".join([shlex.quote(python), "-m", "instructor", "grade-one", '"$archive"', "--out",
-                          shlex.quote(str(grades)), "--uid", '"$uid"', *map(shlex.quote, caps_argv(caps))])
+                          shlex.quote(str(grades)), *map(shlex.quote, caps_argv(caps))])
     return "\n".join([
         "#!/bin/bash",
         "# One hand-in per array task, graded in its own sandbox by `python -m instructor grade-one`.",
@@ -172,7 +171,6 @@ def script(count: int, listing: Path, grades: Path, need: Request, max_running: 
         f"#SBATCH --output={_directive_path(logs, 'log folder')}/%A_%a.out",
         "set -euo pipefail",
         f"archive=\"$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {shlex.quote(str(listing))})\"",
-        f"uid=$(({UID_BASE} + SLURM_ARRAY_TASK_ID % {UID_SPAN}))",
         f"exec {grade_one}",
         "",
     ])

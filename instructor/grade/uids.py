@@ -1,0 +1,56 @@
+"""The unprivileged uid a grading process's sandboxes run as: one of its own on this machine.
+
+The process cap (RLIMIT_NPROC, `instructor.grade.sandbox.Caps.processes`) counts every process of a uid on the
+machine, not of one sandbox. Two graders sharing a uid would share one cap, so a fork bomb in one hand-in would
+starve the other's, whether the two are workers of one ``grade --jobs N``, two ``grade`` commands started side by
+side, or two Slurm array tasks (of one job or of two) on one node.
+
+`claim` therefore takes the first uid of ``FIRST .. FIRST + SPAN - 1`` whose lock file no other process holds
+(``/run/lock/workbook-grade-uids/<uid>.lock``, or under the temporary folder where /run/lock cannot be written),
+with an exclusive ``flock`` (filelock) held until the process ends: the kernel drops it when the process dies,
+``kill -9`` included, so a crashed grader never keeps its uid. The lock files stay, empty, for the next claim.
+"""
+import os
+import tempfile
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from instructor.grade.sandbox import SandboxMissing
+
+FIRST, SPAN = 60000, 5000
+_held: dict[int, FileLock] = {}   # the claims of this process, held while it lives
+
+
+class NoFreeUid(SandboxMissing):
+    """Every uid of the range is claimed by a running grader."""
+
+
+def _folder() -> Path:
+    for parent in (Path("/run/lock"), Path(tempfile.gettempdir())):
+        folder = parent / "workbook-grade-uids"
+        try:
+            folder.mkdir(mode=0o755, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder
+    raise NoFreeUid(f"neither /run/lock nor {tempfile.gettempdir()} can be written, so no sandbox uid can be "
+                    "claimed: make one of them writable for the grader.")
+
+
+def claim() -> int:
+    """A sandbox uid no other running process of this machine has claimed; this process keeps it until it ends."""
+    if _held:
+        return next(iter(_held))
+    folder = _folder()
+    for uid in range(FIRST, FIRST + SPAN):
+        lock = FileLock(folder / f"{uid}.lock", timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            continue
+        _held[uid] = lock
+        return uid
+    raise NoFreeUid(f"all {SPAN} sandbox uids {FIRST} to {FIRST + SPAN - 1} are claimed by running graders (their "
+                    f"locks are in {folder}): wait for some to end, or grade with fewer --jobs.")

@@ -1,0 +1,57 @@
+"""instructor.grade.uids: each grading process of a machine gets a sandbox uid no other running one holds."""
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from instructor.grade import uids
+from instructor.grade.sandbox import SandboxMissing
+
+CLAIM = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from instructor.grade import uids
+    uids._folder = lambda: Path(sys.argv[1])
+    print(uids.claim(), flush=True)
+    sys.stdin.read()   # hold the claim until told to end
+""")
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(uids, "_folder", lambda: tmp_path)
+    monkeypatch.setattr(uids, "_held", {})
+    return tmp_path
+
+
+def _claimer(folder):
+    process = subprocess.Popen([sys.executable, "-c", CLAIM, str(folder)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    return process, int(process.stdout.readline())
+
+
+def test_running_graders_get_different_uids_and_a_killed_ones_is_free_again(folder):
+    first, first_uid = _claimer(folder)
+    second, second_uid = _claimer(folder)
+    assert (first_uid, second_uid) == (uids.FIRST, uids.FIRST + 1)
+    first.send_signal(signal.SIGKILL)        # a crashed grader: the kernel drops its lock
+    first.wait()
+    assert uids.claim() == uids.FIRST
+    assert uids.claim() == uids.FIRST        # one process keeps its uid for all its sandboxes
+    second.stdin.close()
+    second.wait()
+
+
+def test_every_uid_claimed_is_one_sentence(folder, monkeypatch):
+    monkeypatch.setattr(uids, "SPAN", 2)
+    holders = [_claimer(folder)[0] for _ in range(2)]
+    try:
+        with pytest.raises(SandboxMissing, match=r"^all 2 sandbox uids 60000 to 60001 are claimed by running "
+                                                 r"graders .*: wait for some to end, or grade with fewer --jobs\.$"):
+            uids.claim()
+    finally:
+        for holder in holders:
+            holder.stdin.close()
+            holder.wait()
