@@ -19,8 +19,8 @@ What the sandbox is (`command`):
   the released helpers and the student's exercise files bound read-only under /run/grade;
 - user: as root, bubblewrap sets the sandbox up and ``setpriv`` drops to an unprivileged uid with no
   capabilities and ``no_new_privs`` before Python starts (each grading process claims a uid no other running
-  grader holds, `instructor.grade.uids`, so the process cap counts its own sandbox alone); run as another user, bubblewrap's user namespace is used instead and
-  the process cap is the user's own;
+  grader holds, `instructor.grade.uids`, so the process cap counts its own sandbox alone); run as another
+  user, bubblewrap's user namespace is used instead and the process cap is the user's own;
 - caps (`Caps`), set by ``prlimit`` on the whole process tree: data segment (memory, per process), processes,
   open files, file size, CPU seconds, no core dumps; a clean environment (``--clearenv``) without GPUs.
 
