@@ -105,6 +105,19 @@ def test_snapshots_hold_the_weights_of_their_epoch(tmp_path):
     assert not torch.equal(runs.load(tmp_path, epoch=1).state_dict()["head.weight"], final.state_dict()["head.weight"])
 
 
+def test_a_finished_run_asked_for_a_snapshot_it_never_kept_says_to_retrain(tmp_path, monkeypatch):
+    """A run trained before the notebook asked for a snapshot (an older release, say) cannot give it: train says
+    so at once, instead of a later load saying that keep_epochs (which the notebook does pass) kept nothing."""
+    train(fresh_model(), loss, tiny_data(), CONFIG, tmp_path, progress=False)
+    with pytest.raises(ckpt.CheckpointError, match=r"went past epochs \[1, 2\] without keeping their weights, which "
+                                                   r"keep_epochs now asks for .*WORKBOOK_RETRAIN=1"):
+        train(fresh_model(), loss, tiny_data(), CONFIG, tmp_path, progress=False, keep_epochs=(1, 2, 3))
+    assert train(fresh_model(), loss, tiny_data(), CONFIG, tmp_path, progress=False, keep_epochs=(3,)).loaded
+    monkeypatch.setenv("WORKBOOK_RETRAIN", "1")
+    train(fresh_model(), loss, tiny_data(), CONFIG, tmp_path, progress=False, keep_epochs=(1, 2, 3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_001.pt", "epoch_002.pt", "last.pt"]
+
+
 def test_other_config_is_refused_with_the_difference(tmp_path):
     train(fresh_model(), loss, tiny_data(), CONFIG, tmp_path, progress=False, keep_epochs=KEEP)
     other = TrainConfig(epochs=3, batch_size=16, lr=1e-2, seed=7, lr_decay_over_run=0.9 ** 3)

@@ -182,7 +182,8 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: tuple, config: TrainC
 
     `loss_fn(model, batch)` returns a scalar loss, where `batch` is the tuple of minibatch tensors.
     `run_dir` holds ``last.pt`` and the ``epoch_XXX.pt`` snapshots of the epochs in `keep_epochs` (which epochs
-    a figure needs is not part of the run's config: keeping others never invalidates a finished run). With
+    a figure needs is not part of the run's config: keeping others never invalidates a finished run, but one
+    that went past an epoch of `keep_epochs` without keeping it is refused with the way to retrain it). With
     ``retrain=True`` (default: the `WORKBOOK_RETRAIN` switch) an existing checkpoint is ignored and overwritten
     as training proceeds. A non-finite loss stops training with an error before anything is saved, so
     ``last.pt`` keeps the last good epoch. The run folder is locked meanwhile: another trainer of it makes this
@@ -229,6 +230,13 @@ def _train(model, loss_fn, data, config, run_dir, device, retrain, progress, kee
         ema = {k: v.clone() for k, v in state.get("ema", state["model"]).items()}
         result.epochs_done = result.resumed_from = state["epoch"]
         result.loaded = state["epoch"] >= config.epochs
+        missing = [e for e in sorted(set(keep_epochs)) if e <= state["epoch"] and e < config.epochs
+                   and not runs.snapshot_path(run_dir, e).exists()]
+        if missing:
+            raise ckpt.CheckpointError(
+                f"{run_dir} went past epochs {missing} without keeping their weights, which keep_epochs now asks for "
+                "(it was trained before they were asked for): train it again with WORKBOOK_RETRAIN=1, or "
+                "train(..., retrain=True).")
     if refusal is not None and (retrain or result.epochs_done < config.epochs):
         raise refusal
 
