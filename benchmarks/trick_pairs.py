@@ -63,8 +63,7 @@ def main(argv=None) -> None:
             made = draw(diffusion.hybrid(estimate(far), estimate(near, args.near_guidance), 33, sigma), 400)
 
             def parts(images):
-                low = diffusion.low_pass(images, 33, sigma)
-                return low, (images - low - 1).clamp(-1, 1)
+                return diffusion.far_and_near(images, 33, sigma)
             far_reading, near_reading = reads(parts(made)[0], far), reads(parts(made)[1], near)
             print(f"hybrid far {far!r} / near {near!r}, sigma {sigma:g}: far {far_reading.float().mean():.2f} "
                   f"(control {reads(parts(plain_near)[0], far).float().mean():.2f}), near {near_reading.float().mean():.2f} "

@@ -299,6 +299,13 @@ def low_pass(x: torch.Tensor, kernel_size: int = 33, sigma: float = 2.0) -> torc
     return TF.gaussian_blur(x, [kernel_size, kernel_size], [sigma, sigma])
 
 
+def far_and_near(images: torch.Tensor, kernel_size: int = 33, sigma: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A hybrid image's two views: far = low_pass(x), what is seen from afar, and
+    near = clamp(x - low_pass(x) - 1, -1, 1), its high frequencies drawn on black (-1), what is seen up close."""
+    far = low_pass(images, kernel_size, sigma)
+    return far, (images - far - 1).clamp(-1, 1)
+
+
 def _blur(kernel_size, sigma) -> tuple[int, float]:
     """A Gaussian blur's odd positive kernel size and positive sigma."""
     kernel_size = count(kernel_size, "kernel_size")

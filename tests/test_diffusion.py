@@ -125,3 +125,13 @@ def test_ddpm_step_agrees_with_diffusers_scheduler():
         ours = diffusion.ddpm_step(x_t, t, t_prev, eps, scheduler.alphas_cumprod, v, torch.Generator().manual_seed(t))
         assert torch.allclose(ours, expected, atol=1e-5), (t, (ours - expected).abs().max())
     assert torch.allclose(AC.float(), scheduler.alphas_cumprod, atol=1e-6)
+
+
+def test_far_and_near_views_of_a_hybrid():
+    """A flat image is all far (its near view is black); a fine checkerboard is all near (its far view is grey)."""
+    flat = torch.full((1, 1, 64, 64), 0.3)
+    far, near = diffusion.far_and_near(flat, 33, 2.0)
+    assert torch.allclose(far, flat, atol=1e-6) and torch.allclose(near, torch.full_like(flat, -1.0), atol=1e-6)
+    checker = (torch.arange(64)[:, None] + torch.arange(64)[None, :]).remainder(2).float().mul(2).sub(1)[None, None]
+    far, near = diffusion.far_and_near(checker, 33, 2.0)
+    assert far.abs().max() < 0.05 and torch.allclose(near, (checker - 1).clamp(-1, 1), atol=0.05)
