@@ -1,4 +1,5 @@
 """instructor.grade.uids: each grading process of a machine gets a sandbox uid no other running one holds."""
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +20,9 @@ CLAIM = textwrap.dedent("""
 """)
 
 
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="only a grader run as root claims sandbox uids")
+
+
 @pytest.fixture
 def folder(tmp_path, monkeypatch):
     monkeypatch.setattr(uids, "_folder", lambda: tmp_path)
@@ -32,6 +36,7 @@ def _claimer(folder):
     return process, int(process.stdout.readline())
 
 
+@needs_root
 def test_running_graders_get_different_uids_and_a_killed_ones_is_free_again(folder):
     first, first_uid = _claimer(folder)
     second, second_uid = _claimer(folder)
@@ -44,6 +49,7 @@ def test_running_graders_get_different_uids_and_a_killed_ones_is_free_again(fold
     second.wait()
 
 
+@needs_root
 def test_every_uid_claimed_is_one_sentence(folder, monkeypatch):
     monkeypatch.setattr(uids, "SPAN", 2)
     holders = [_claimer(folder)[0] for _ in range(2)]
@@ -55,3 +61,9 @@ def test_every_uid_claimed_is_one_sentence(folder, monkeypatch):
         for holder in holders:
             holder.stdin.close()
             holder.wait()
+
+
+def test_a_grader_run_as_another_user_claims_nothing(folder, monkeypatch):
+    """Its sandboxes run as that user, in a user namespace: the uid is the user's own and no lock is taken."""
+    monkeypatch.setattr(uids.os, "geteuid", lambda: 1000)
+    assert uids.claim() == 1000 and list(folder.iterdir()) == [] and uids._held == {}

@@ -9,6 +9,7 @@ side, or two Slurm array tasks (of one job or of two) on one node.
 (``/run/lock/workbook-grade-uids/<uid>.lock``, or under the temporary folder where /run/lock cannot be written),
 with an exclusive ``flock`` (filelock) held until the process ends: the kernel drops it when the process dies,
 ``kill -9`` included, so a crashed grader never keeps its uid. The lock files stay, empty, for the next claim.
+Only a grader run as root claims: another user's sandboxes run as that user, whose process cap is its own.
 """
 import os
 import tempfile
@@ -40,7 +41,12 @@ def _folder() -> Path:
 
 
 def claim() -> int:
-    """A sandbox uid no other running process of this machine has claimed; this process keeps it until it ends."""
+    """A sandbox uid no other running process of this machine has claimed; this process keeps it until it ends.
+
+    Run as another user than root, the sandbox runs as that user (in a user namespace), whose own uid this is:
+    nothing is claimed."""
+    if os.geteuid() != 0:
+        return os.geteuid()
     if _held:
         return next(iter(_held))
     folder = _folder()
