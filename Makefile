@@ -31,10 +31,13 @@ run: setup
 TEST_WORKERS ?= 2
 NBVAL := $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider
 
-test: export OMP_NUM_THREADS = 1
+# --output-sync (GNU make 4.0 or newer) keeps each run's output whole; an older make interleaves them.
+OUTPUT_SYNC := $(if $(filter output-sync,$(.FEATURES)),--output-sync=target)
+
+test nbval-smoke nbval-smoke-deepfloyd: export OMP_NUM_THREADS = 1
 test: setup
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile tests
-	$(MAKE) --no-print-directory -j 2 --output-sync=target nbval-smoke nbval-smoke-deepfloyd
+	$(MAKE) --no-print-directory -j 2 $(OUTPUT_SYNC) nbval-smoke nbval-smoke-deepfloyd
 
 nbval-smoke: setup
 	WORKBOOK_PROFILE=smoke $(NBVAL) notebooks

@@ -10,7 +10,8 @@ Trains notebook 02's model (`course` or `attention`) with its profile's settings
 UNet at the profile's own epochs and settings is notebook 02's run, loaded from its folder), then prints,
 for 1,000 samples with 50 Euler steps from the last and the moving-average weights, the fraction the
 project's classifier reads with confidence > 0.9 and the Frechet distance, beside the real-data floor.
-The weights after epoch 1 are kept, as the guide of `benchmarks/autoguidance.py --run <that folder's name>`.
+The weights after epoch 1 are kept, as the guide of `benchmarks/autoguidance.py --run <that folder's name>`
+(except in notebook 02's comparison run, the course UNet at the profile's `compare_epochs`, which keeps none).
 """
 import argparse
 import sys
@@ -65,6 +66,8 @@ def main():
     keep_epochs = (1,)
     if args.model == "course" and not suffix and args.epochs == cfg.epochs:
         name, keep_epochs = base, cfg.snapshot_epochs  # notebook 02's run: same model, data, recipe and snapshots
+    elif args.model == "course" and not suffix and args.epochs == cfg.compare_epochs:
+        keep_epochs = ()  # notebook 02's longer-training comparison run, which keeps no snapshot
     run_dir = runs.folder(name, args.profile)
     start = time.perf_counter()
     loss_fn = flow_matching.training_loss(time_sampling=args.time_sampling, coupling=args.coupling)

@@ -154,15 +154,18 @@ def test_missing_fashion_mnist_names_the_package_to_install(fashion_dirs):
 
 def test_a_second_process_waits_for_the_fetcher_and_uses_its_files(fashion_dirs):
     """Kernels or test workers started together: the one that fetches holds data/<dataset>/.fetch.lock, and the
-    other, which alone would find nothing to fetch from here, waits and then reads the files it wrote."""
+    other, which alone would find nothing to fetch from here, waits (even when it sees a file half-written) and then
+    reads the files it wrote."""
     raw, _ = fashion_dirs
     raw.mkdir(parents=True)
-    holding = threading.Event()
+    holding, checked = threading.Event(), threading.Event()
 
     def fetch_then_release():
         with filelock.FileLock(raw.parent / ".fetch.lock"):
+            (raw / "train-images-idx3-ubyte").write_bytes(b"")   # a file being written, as torchvision's unpacking
             holding.set()
-            time.sleep(0.5)
+            checked.wait(timeout=30)
+            time.sleep(0.2)
             for name, (magic, count, shape) in data.IDX_FILES.items():
                 header = np.array([magic, count, *shape], dtype=">u4").tobytes()
                 (raw / name).write_bytes(header + bytes(count * int(np.prod(shape, dtype=int))))
@@ -170,6 +173,8 @@ def test_a_second_process_waits_for_the_fetcher_and_uses_its_files(fashion_dirs)
     fetcher = threading.Thread(target=fetch_then_release)
     fetcher.start()
     holding.wait()
+    assert not data._ready(raw, "Fashion-MNIST")   # what the waiter sees before the lock
+    checked.set()
     data.ensure_fashion_mnist()
     fetcher.join()
     assert sorted(p.name for p in raw.iterdir()) == sorted(data.IDX_FILES)

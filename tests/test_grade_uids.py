@@ -67,3 +67,22 @@ def test_a_grader_run_as_another_user_claims_nothing(folder, monkeypatch):
     """Its sandboxes run as that user, in a user namespace: the uid is the user's own and no lock is taken."""
     monkeypatch.setattr(uids.os, "geteuid", lambda: 1000)
     assert uids.claim() == 1000 and list(folder.iterdir()) == [] and uids._held == {}
+
+
+@needs_root
+@pytest.mark.parametrize("made_by", ["the grader", "another user, writable by all", "a link"])
+def test_the_lock_folder_is_trusted_only_when_it_is_roots_alone(tmp_path, monkeypatch, made_by):
+    folder = tmp_path / "workbook-grade-uids"
+    monkeypatch.setattr(uids, "FOLDER", folder)
+    if made_by == "another user, writable by all":
+        folder.mkdir()
+        folder.chmod(0o1777)
+    elif made_by == "a link":
+        (tmp_path / "elsewhere").mkdir()
+        folder.symlink_to(tmp_path / "elsewhere")
+    if made_by == "the grader":
+        assert uids._folder() == folder and folder.is_dir() and not folder.stat().st_mode & 0o022
+    else:
+        with pytest.raises(SandboxMissing, match=r"is not a folder of root's that only root can write, so its uid "
+                                                 r"locks cannot be trusted: remove it \(the grader makes it again\)\.$"):
+            uids._folder()

@@ -106,11 +106,12 @@ def test_snapshots_hold_the_weights_of_their_epoch(tmp_path):
 
 
 def test_a_finished_run_asked_for_a_snapshot_it_never_kept_says_to_retrain(tmp_path, monkeypatch):
-    """A run trained before the notebook asked for a snapshot (an older release, say) cannot give it: train says
-    so at once, instead of a later load saying that keep_epochs (which the notebook does pass) kept nothing."""
+    """A run trained without a snapshot now asked for (by an older notebook, or another caller of the folder)
+    cannot give it: train says so at once, instead of a later load saying that keep_epochs (which the notebook does
+    pass) kept nothing."""
     train(fresh_model(), loss, tiny_data(), CONFIG, tmp_path, progress=False)
     with pytest.raises(ckpt.CheckpointError, match=r"went past epochs \[1, 2\] without keeping their weights, which "
-                                                   r"keep_epochs now asks for .*WORKBOOK_RETRAIN=1"):
+                                                   r"keep_epochs asks for .*it kept none\): .*WORKBOOK_RETRAIN=1"):
         train(fresh_model(), loss, tiny_data(), CONFIG, tmp_path, progress=False, keep_epochs=(1, 2, 3))
     assert train(fresh_model(), loss, tiny_data(), CONFIG, tmp_path, progress=False, keep_epochs=(3,)).loaded
     monkeypatch.setenv("WORKBOOK_RETRAIN", "1")

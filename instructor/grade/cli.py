@@ -2,11 +2,11 @@
 
 Every ``*.handin.zip`` in HANDINS (and every sub-folder holding notebooks/ and helpers/, packed first with
 helpers.handin.archive.pack into GRADES/.scratch/packed/, links refused) is graded by `instructor.grade.one`'s
-`grade_one` in N worker processes, each with a sandbox uid of its own (`instructor.grade.uids`), under a progress
-bar with an ETA (tqdm). A hand-in whose archive hash and grader version match its GRADES/results/<name>.json is skipped; ``--only NAME``
-re-grades that student alone. One student's failure (even the grader's own) is written as that student's row and
-the run goes on. At the end the results are merged into GRADES/grades.csv and GRADES/index.html
-(`instructor.grade.merge`).
+`grade_one` in N worker processes (run as root, each with a sandbox uid of its own, `instructor.grade.uids`),
+under a progress bar with an ETA (tqdm). A hand-in whose archive hash and grader version match its
+GRADES/results/<name>.json is skipped; ``--only NAME`` re-grades that student alone. One student's failure (even
+the grader's own) is written as that student's row and the run goes on. At the end the results are merged into
+GRADES/grades.csv and GRADES/index.html (`instructor.grade.merge`).
 """
 import argparse
 import json

@@ -141,8 +141,10 @@ def main(argv=None) -> None:
     parser.add_argument("--base", type=Path, help="a student edition to grade on (instructor.edition.build); used as "
                                                   "it is when it holds helpers/, else built there (default: "
                                                   "GRADES/.base, built once)")
-    parser.add_argument("--uid", type=int, help="the unprivileged uid the sandbox runs as (default: one no other running "
-                                                     "grader of this machine holds, instructor/grade/uids.py)")
+    parser.add_argument("--uid", type=int,
+                        help="the unprivileged uid the sandbox runs as, as root (default: one no other "
+                             "running grader of this machine holds, instructor/grade/uids.py; a uid given here is "
+                             "not checked against theirs)")
     caps_arguments(parser)
     args = parser.parse_args(argv)
     if not args.archive.exists():

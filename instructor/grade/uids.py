@@ -6,13 +6,13 @@ starve the other's, whether the two are workers of one ``grade --jobs N``, two `
 side, or two Slurm array tasks (of one job or of two) on one node.
 
 `claim` therefore takes the first uid of ``FIRST .. FIRST + SPAN - 1`` whose lock file no other process holds
-(``/run/lock/workbook-grade-uids/<uid>.lock``, or under the temporary folder where /run/lock cannot be written),
-with an exclusive ``flock`` (filelock) held until the process ends: the kernel drops it when the process dies,
-``kill -9`` included, so a crashed grader never keeps its uid. The lock files stay, empty, for the next claim.
+(``/run/workbook-grade-uids/<uid>.lock``, in a folder only root can write), with an exclusive ``flock``
+(filelock) held until the process ends: the kernel drops it when the process dies, ``kill -9`` included, so a
+crashed grader never keeps its uid. The lock files stay, empty, for the next claim.
 Only a grader run as root claims: another user's sandboxes run as that user, whose process cap is its own.
 """
 import os
-import tempfile
+import stat
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -20,6 +20,7 @@ from filelock import FileLock, Timeout
 from instructor.grade.sandbox import SandboxMissing
 
 FIRST, SPAN = 60000, 5000
+FOLDER = Path("/run/workbook-grade-uids")
 _held: dict[int, FileLock] = {}   # the claims of this process, held while it lives
 
 
@@ -28,16 +29,20 @@ class NoFreeUid(SandboxMissing):
 
 
 def _folder() -> Path:
-    for parent in (Path("/run/lock"), Path(tempfile.gettempdir())):
-        folder = parent / "workbook-grade-uids"
-        try:
-            folder.mkdir(mode=0o755, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(folder, os.W_OK):
-            return folder
-    raise NoFreeUid(f"neither /run/lock nor {tempfile.gettempdir()} can be written, so no sandbox uid can be "
-                    "claimed: make one of them writable for the grader.")
+    """``/run/workbook-grade-uids``, checked to be root's own folder: /run is root's alone to write (unlike the
+    world-writable /run/lock or /tmp, where another user could make the folder first and hold or delete the locks),
+    and one folder for the whole machine (unlike $TMPDIR, which Slurm may set per job)."""
+    folder = FOLDER
+    try:
+        folder.mkdir(mode=0o755, exist_ok=True)
+        status = os.lstat(folder)
+    except OSError as error:
+        raise NoFreeUid(f"{folder} cannot be made ({error.strerror}), so no sandbox uid can be claimed: grade as "
+                        "root on a machine with a writable /run.") from None
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != 0 or status.st_mode & 0o022:
+        raise NoFreeUid(f"{folder} is not a folder of root's that only root can write, so its uid locks cannot be "
+                        "trusted: remove it (the grader makes it again).")
+    return folder
 
 
 def claim() -> int:
