@@ -15,7 +15,9 @@ def pick_device() -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) so a seed gives the same samples on the same machine."""
+    """Seed Python, NumPy and torch (all devices) so a seed gives the same samples on the same machine with the same
+    number of CPU threads (OMP_NUM_THREADS: a convolution sums in another order on another count, which moves
+    the last bits of a sample)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
