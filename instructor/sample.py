@@ -8,8 +8,8 @@ Writes ``{"images": float [10*N, 1, 32, 32] in [-1, 1], "labels": long [10*N]}``
 time-only model; labels are 0..9, N of each, in order). The starting noise comes from a generator seeded
 with S, so the same seed on the same machine and thread count (OMP_NUM_THREADS) gives the same file. Without
 ``--guide-epoch``, ``--guidance`` is the classifier-free guidance scale gamma of a class-conditioned model
-(default 5); with it, the run's own
-snapshot after epoch E is the weak guide of autoguidance and ``--guidance`` its weight w (`helpers.guidance`).
+(default 5); with it, the run's own snapshot after epoch E is the weak guide of autoguidance and ``--guidance``
+its weight w (`helpers.guidance`).
 Every argument is checked, and ``--out`` is checked writable with room for the file, before sampling starts;
 the images are checked finite before they are written. The file is written atomically (a temporary beside it,
 then one rename, with the user's normal file mode), so a full disk or an interruption leaves the previous file
