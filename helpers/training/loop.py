@@ -230,10 +230,9 @@ def _train(model, loss_fn, data, config, run_dir, device, retrain, progress, kee
         ema = {k: v.clone() for k, v in state.get("ema", state["model"]).items()}
         result.epochs_done = result.resumed_from = state["epoch"]
         result.loaded = state["epoch"] >= config.epochs
-        missing = [e for e in sorted(set(keep_epochs)) if e <= state["epoch"] and e < config.epochs
-                   and not runs.snapshot_path(run_dir, e).exists()]
+        kept = runs.kept_epochs(run_dir)
+        missing = [e for e in sorted(set(keep_epochs)) if e <= state["epoch"] and e < config.epochs and e not in kept]
         if missing:
-            kept = sorted(int(p.stem.split("_")[1]) for p in run_dir.glob("epoch_*.pt"))
             raise ckpt.CheckpointError(
                 f"{run_dir} went past epochs {missing} without keeping their weights, which keep_epochs asks for "
                 f"(whoever trained it asked for other snapshots; it kept {kept or 'none'}): train it again with "

@@ -68,6 +68,11 @@ def snapshot_path(run_folder: Path, epoch: int) -> Path:
     return Path(run_folder) / f"epoch_{epoch:03d}.pt"
 
 
+def kept_epochs(run_folder: Path) -> list[int]:
+    """The epochs whose snapshots (`snapshot_path`) a run folder holds, in order."""
+    return sorted(int(p.stem.split("_")[1]) for p in Path(run_folder).glob("epoch_*.pt"))
+
+
 def build(config: dict) -> torch.nn.Module:
     """A fresh network from a config dict such as ``{"name": "AttentionUNet", "hidden": 32, ...}``."""
     name = config.get("name")
@@ -103,7 +108,7 @@ def _file(path: Path, epoch: int | None) -> Path:
     last = run_folder / "last.pt"
     if last.exists() and ckpt.load(last)["epoch"] == epoch:
         return last
-    kept = sorted(int(p.stem.split("_")[1]) for p in run_folder.glob("epoch_*.pt"))
+    kept = kept_epochs(run_folder)
     which = f"it kept those after epochs {kept}" if kept else "it kept no snapshots"
     raise ckpt.CheckpointError(f"{run_folder} kept no weights after epoch {epoch}: {which} (train(..., "
                                "keep_epochs=...) names the epochs to keep).")
