@@ -307,7 +307,7 @@ def test_a_file_name_of_250_bytes_is_written_and_its_leftover_found(tmp_path):
     name = "é" * 125                                   # 250 bytes of UTF-8
     atomic.write_text(tmp_path / name, "x")
     assert (tmp_path / name).read_text() == "x" and os.listdir(tmp_path) == [name]
-    leftover = atomic._unique(tmp_path / name)
+    leftover = atomic.temporary_name(tmp_path / name)
     leftover.write_text("left by a kill")
     assert atomic.remove_leftovers(tmp_path, [name]) == [leftover] and os.listdir(tmp_path) == [name]
 

@@ -97,9 +97,6 @@ def temporary_name(path) -> Path:
     return path.with_name(f".{_short(path.name)}.{secrets.token_hex(4)}.tmp")
 
 
-_unique = temporary_name
-
-
 LEFTOVER = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.tmp")
 
 
@@ -164,7 +161,7 @@ class _Pending:
                     raise
                 _NAMED_ONLY.add(path.parent.stat().st_dev)
         if descriptor is None:
-            self.named = _unique(path)
+            self.named = temporary_name(path)
             descriptor = os.open(self.named, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         try:
             if self.named is not None:
@@ -190,7 +187,7 @@ class _Pending:
     def _name(self) -> None:
         if self.named is not None:
             return
-        named = _unique(self.path)
+        named = temporary_name(self.path)
         try:
             _link_descriptor(self.fd, named)
         except OSError as error:
@@ -380,7 +377,7 @@ def check_folder(folder, need_bytes: int = 0) -> None:
         else:
             probed = False
         if not probed:
-            probe = _unique(ancestor / "probe")
+            probe = temporary_name(ancestor / "probe")
             os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             os.unlink(probe)
     except OSError as error:
