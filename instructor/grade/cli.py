@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from helpers.foundation.atomic import WriteError
 from helpers.handin.archive import SUFFIX, HandInError
-from instructor.grade import grader_version, intake, merge, uids
+from instructor.grade import grader_version, intake, merge
 from instructor.grade.one import caps_arguments, caps_from, summary
 from instructor.grade.sandbox import DEFAULT_CAPS, Caps, SandboxMissing, unavailable
 
@@ -81,7 +81,7 @@ def _grade(item: Item, grades: Path, base: Path, caps: Caps, hide: tuple[Path, .
         archive = item.path
         if item.folder:
             archive = intake.pack_folder(item.path, grades / ".scratch" / "packed")
-        result = grade_one(archive, grades, base, caps, uids.claim(), sha=item.sha, hide=hide)
+        result = grade_one(archive, grades, base, caps, sha=item.sha, hide=hide)
         line = summary(result)
     except (HandInError, WriteError) as error:
         line = f"{item.name}: refused: {error}"
