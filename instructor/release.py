@@ -31,9 +31,9 @@ What ships pre-trained (decided here; `instructor.edition.COURSE_PROVIDED` lists
   and 3.1 are done with the course figure's layers. Other profiles ship nothing; those models train on first use;
 - not shipped: every model an exercise leads to, which the student trains with their own code: notebook 01's
   denoisers (course and homework UNets), the flow-matching UNets of notebooks 02 and 03 (course and attention UNets,
-  the longer-trained one, the scheduler study's), their ``measurements.json`` (measures of the reference models) and notebook 05's locality
-  calibration (calibrated against the student's UNet; it is keyed by a digest of that UNet's weights, so the
-  reference calibration would not even match);
+  the longer-trained one, the scheduler study's), their ``measurements.json`` (measures of the reference models)
+  and notebook 05's locality calibration (calibrated against the student's UNet; it is keyed by a digest of that
+  UNet's weights, so the reference calibration would not even match);
 - data: the files this repository tracks in ``data/`` (the homework's starting noise ``x_1.pt``, the drawings
   of ``data/drawn/``); MNIST and Fashion-MNIST are downloaded on first use.
 """
